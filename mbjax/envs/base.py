@@ -1,0 +1,204 @@
+"""The environment API: a brax / MuJoCo Playground shaped ``Env`` over a ``State`` pytree.
+
+An ``Env`` is an immutable object holding static configuration; all of its methods are
+pure functions of their arguments, so ``jax.jit(env.step)`` and ``jax.vmap(env.step)``
+just work. ``reset``/``step`` are written for ONE environment; batch with
+``mbjax.envs.wrappers.VmapWrapper`` or ``jax.vmap``.
+
+Every task also exports pure ``reward_fn(obs, action, next_obs)`` and
+``termination_fn(obs, action, next_obs)`` that reproduce the environment's reward and
+terminal flag from observations alone, so planners can score model predictions.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.experimental import checkify
+
+from mbjax.types import Array, PRNGKey
+
+
+@struct.dataclass
+class State:
+    """State of one environment (or a batch of them, with leading axes).
+
+    Attributes:
+      physics: the simulator's state pytree (a vector for pure-JAX envs, brax's
+        pipeline state or ``mjx.Data`` for MJX envs).
+      obs: observation, shape [obs_dim].
+      reward: reward of the last transition, shape [].
+      done: 1.0 once the episode is over (terminal, or truncated by a time limit when
+        wrapped by ``EpisodeWrapper``), shape [].
+      metrics: per-step scalars for logging.
+      info: auxiliary per-env data (step counters, truncation flag, RNG keys).
+    """
+
+    physics: Any
+    obs: Array
+    reward: Array
+    done: Array
+    metrics: dict[str, Array] = struct.field(default_factory=dict)
+    info: dict[str, Any] = struct.field(default_factory=dict)
+
+
+class RewardFnUnavailableError(RuntimeError):
+    """Raised by ``reward_fn``/``termination_fn`` of an env whose reward is not a
+    function of the observation; plan with a model that learns the reward instead."""
+
+
+class EnvError(ValueError):
+    """Bad input to an environment (wrong action shape or dtype, NaN/inf action)."""
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def validate_action(action: Array, action_size: int, env_name: str) -> Array:
+    """Checks one action's shape and dtype (always) and finiteness (where possible).
+
+    Shape and dtype are checked at trace time and raise ``EnvError``. Finiteness is
+    checked eagerly for concrete arrays; under ``jit`` it is a ``checkify`` debug check
+    (free unless the function is wrapped by :func:`checked`, which raises on NaN/inf).
+
+    Args:
+      action: shape [action_size], floating dtype.
+      action_size: expected action dimension.
+      env_name: used in error messages.
+
+    Returns:
+      The action as a JAX array.
+    """
+    shape = getattr(action, "shape", None)
+    if shape != (action_size,):
+        raise EnvError(
+            f"{env_name}: action has shape {shape}, expected ({action_size},) for one "
+            f"environment. For a batch of N environments wrap the env with "
+            f"mbjax.envs.VmapWrapper (or jax.vmap) and pass shape (N, {action_size})."
+        )
+    if not jnp.issubdtype(action.dtype, jnp.floating):
+        raise EnvError(
+            f"{env_name}: action dtype is {action.dtype}, expected a floating dtype "
+            f"(e.g. float32); cast with action.astype(jnp.float32)."
+        )
+    action = jnp.asarray(action)
+    if _is_concrete(action):
+        if not np.all(np.isfinite(np.asarray(action))):
+            raise EnvError(
+                f"{env_name}: action contains NaN or inf: {np.asarray(action)}. "
+                "Check the policy or planner that produced it."
+            )
+    else:
+        checkify.check(
+            jnp.all(jnp.isfinite(action)),
+            f"{env_name}: action contains NaN or inf: {{}}. Check the policy or planner "
+            "that produced it.",
+            action,
+            debug=True,
+        )
+    return action
+
+
+def checked(fn):
+    """Wraps ``fn`` so that NaN/inf actions inside it raise ``EnvError`` even under jit.
+
+    ``checked(jax.jit(f))`` or ``jax.jit(checked(f))`` both work; the cost is one
+    reduction per step, so use it while debugging or in tests, not in benchmarks.
+    """
+    checked_fn = checkify.checkify(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        err, out = checked_fn(*args, **kwargs)
+        msg = err.get()
+        if msg is not None:
+            raise EnvError(msg)
+        return out
+
+    return wrapper
+
+
+class Env(abc.ABC):
+    """Base class of mbjax environments; subclasses implement ``_reset`` and ``_step``.
+
+    Subclasses set ``name`` and implement ``observation_size``, ``action_size``,
+    ``action_low``/``action_high`` (shape [action_size]) and ``dt`` (seconds per step).
+    """
+
+    name: str = "env"
+    #: True when ``reward_fn``/``termination_fn`` reproduce the env's reward and done.
+    has_reward_fn: bool = True
+
+    # -- sizes and bounds ---------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def observation_size(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def action_size(self) -> int: ...
+
+    @property
+    def action_low(self) -> Array:
+        """Lower action bound, shape [action_size]."""
+        return -jnp.ones(self.action_size)
+
+    @property
+    def action_high(self) -> Array:
+        """Upper action bound, shape [action_size]."""
+        return jnp.ones(self.action_size)
+
+    @property
+    @abc.abstractmethod
+    def dt(self) -> float:
+        """Seconds of simulated time per ``step``."""
+
+    @property
+    def unwrapped(self) -> Env:
+        return self
+
+    # -- dynamics -----------------------------------------------------------------------
+    def reset(self, key: PRNGKey) -> State:
+        """Samples an initial state. key: PRNG key; returns an unbatched ``State``."""
+        if getattr(key, "shape", None) not in ((2,), ()):
+            raise EnvError(
+                f"{self.name}: reset takes one PRNG key (shape (2,) or a typed key), got "
+                f"shape {getattr(key, 'shape', None)}; use VmapWrapper for a batch of keys."
+            )
+        return self._reset(key)
+
+    def step(self, state: State, action: Array) -> State:
+        """Advances one control step. action: shape [action_size]."""
+        action = validate_action(action, self.action_size, self.name)
+        return self._step(state, action)
+
+    @abc.abstractmethod
+    def _reset(self, key: PRNGKey) -> State: ...
+
+    @abc.abstractmethod
+    def _step(self, state: State, action: Array) -> State: ...
+
+    # -- reward and termination in observation space ---------------------------------------
+    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
+        """Reward r(s, a, s') of one transition from observations; returns shape []."""
+        raise RewardFnUnavailableError(
+            f"{self.name} has no reward function of observations; use a model with a "
+            "learned reward head."
+        )
+
+    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
+        """Terminal flag (1.0 / 0.0) of one transition from observations; shape []."""
+        return jnp.zeros((), dtype=jnp.float32)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, obs={self.observation_size}, "
+            f"action={self.action_size}, dt={self.dt})"
+        )

@@ -1,0 +1,1 @@
+"""Brax/MJX tasks (filled in by the brax adapter work)."""
