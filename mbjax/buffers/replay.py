@@ -1,0 +1,507 @@
+"""A fixed-capacity replay buffer as a pytree, usable inside ``jit`` and ``lax.scan``.
+
+The buffer is a :class:`ReplayBuffer` (a NamedTuple of pure functions built by
+:func:`make_replay_buffer`, which closes over the static sizes) acting on a
+:class:`BufferState` pytree. Shapes never change while the buffer fills, so ``add`` and
+``sample`` compile once.
+
+Storage is time-major per env: every data leaf has shape ``[C, N, ...]`` with
+``C = capacity_per_env`` rows per env and ``N = num_envs`` parallel envs, so each env's
+stream of transitions is contiguous in time (what window sampling needs). Rows are
+written in order 0, 1, ..., C-1, 0, 1, ... (a ring): once full, each add overwrites the
+oldest row, so the buffer always holds the newest ``min(steps_added, C)`` steps of every
+env.
+
+>>> buffer = make_replay_buffer(capacity=1000, num_envs=4)
+>>> state = buffer.init(example_transition)            # one unbatched Transition
+>>> state = buffer.add(state, transitions)             # leaves [4, ...] or [T, 4, ...]
+>>> batch = buffer.sample(state, key, 256)             # leaves [256, ...]
+>>> windows = buffer.sample_windows(state, key, 32, 8) # leaves [32, 8, ...]
+
+Under ``jit`` pass ``batch_size``/``length`` as static arguments (or close over them),
+and donate the state to ``add`` (``jax.jit(buffer.add, donate_argnums=0)``) so that the
+storage is updated in place rather than copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbjax.buffers import serialization
+from mbjax.buffers.state import BufferState, ReplayBufferError
+from mbjax.types import Array, PRNGKey, Transition
+
+#: Maps ONE unbatched transition (a pytree shaped like the example given to ``init``)
+#: to a scalar; nonzero means the episode ends after that transition.
+EpisodeEndFn = Callable[[Any], Array]
+
+
+class ReplayBuffer(NamedTuple):
+    """A replay buffer's pure functions and static sizes (see :func:`make_replay_buffer`).
+
+    Attributes:
+      init: ``init(example) -> BufferState``.
+      add: ``add(state, batch) -> BufferState``.
+      sample: ``sample(state, key, batch_size) -> batch`` with leaves [batch_size, ...].
+      sample_windows: ``sample_windows(state, key, batch_size, length) -> windows`` with
+        leaves [batch_size, length, ...].
+      can_sample: ``can_sample(state, min_size=1) -> bool []``.
+      num_windows: ``num_windows(state, length) -> int32 []``, the number of valid
+        window starts that ``sample_windows`` draws from.
+      save: ``save(path, state)``, see :func:`mbjax.buffers.save`.
+      load: ``load(path, example) -> BufferState``, checks the file against this buffer's
+        sizes and the example's leaves.
+      capacity: total number of stored transitions, ``capacity_per_env * num_envs``.
+      capacity_per_env: rows per env, ``C``.
+      num_envs: number of parallel envs, ``N``.
+    """
+
+    init: Callable[[Any], BufferState]
+    add: Callable[[BufferState, Any], BufferState]
+    sample: Callable[..., Any]
+    sample_windows: Callable[..., Any]
+    can_sample: Callable[..., Array]
+    num_windows: Callable[[BufferState, int], Array]
+    save: Callable[[Any, BufferState], None]
+    load: Callable[[Any, Any], BufferState]
+    capacity: int
+    capacity_per_env: int
+    num_envs: int
+
+
+# ---------------------------------------------------------------------------------------
+# Episode-end information.
+
+
+def transition_episode_end(transition: Transition) -> Array:
+    """Episode end of one :class:`~mbjax.types.Transition`: ``done OR truncated``."""
+    return transition.episode_end != 0
+
+
+def mapping_episode_end(transition: Mapping[str, Array]) -> Array:
+    """Episode end of one dict transition: ``done OR truncated`` (``truncated`` optional)."""
+    end = jnp.asarray(transition["done"]) != 0
+    if "truncated" in transition:
+        end = end | (jnp.asarray(transition["truncated"]) != 0)
+    return end
+
+
+def no_episode_ends(transition: Any) -> Array:
+    """Treats every env's stream as one never-ending episode (windows may span resets)."""
+    del transition
+    return jnp.zeros((), dtype=bool)
+
+
+def _default_episode_end_fn(example: Any) -> EpisodeEndFn | None:
+    """The episode-end function for data shaped like ``example``, or None if unknown."""
+    if isinstance(example, Transition):
+        return transition_episode_end
+    if isinstance(example, Mapping) and "done" in example:
+        return mapping_episode_end
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Validation helpers.
+
+
+def _check_positive_int(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ReplayBufferError(
+            f"{where}: `{name}` must be a Python int (a static size, not a traced or "
+            f"float value), got {value!r} of type {type(value).__name__}."
+        )
+    if value < 1:
+        raise ReplayBufferError(f"{where}: `{name}` must be >= 1, got {value}.")
+    return int(value)
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def _as_arrays(tree: Any) -> Any:
+    """Converts every leaf to a JAX array (canonical dtypes, as JAX would store them)."""
+    return jax.tree.map(jnp.asarray, tree)
+
+
+# ---------------------------------------------------------------------------------------
+# The buffer.
+
+
+def make_replay_buffer(
+    capacity: int,
+    num_envs: int,
+    episode_end_fn: EpisodeEndFn | None = None,
+) -> ReplayBuffer:
+    """Builds a ring replay buffer for ``num_envs`` parallel envs.
+
+    Args:
+      capacity: total number of transitions to keep, ``>= num_envs``. Each env gets
+        ``C = capacity // num_envs`` rows; when ``capacity`` is not a multiple of
+        ``num_envs`` the remainder is dropped (``ReplayBuffer.capacity`` is the
+        effective ``C * num_envs``).
+      num_envs: ``N``, the number of parallel envs whose steps are added together.
+      episode_end_fn: maps ONE unbatched transition (shaped like the ``init`` example)
+        to a scalar, nonzero where the episode ends after it. Needed only by
+        ``sample_windows``. Default: ``done OR truncated`` for a
+        :class:`~mbjax.types.Transition`, or for a dict with a ``"done"`` key (and an
+        optional ``"truncated"`` key); other pytrees have no episode-end information
+        and ``sample_windows`` raises unless an ``episode_end_fn`` is given (use
+        :func:`no_episode_ends` to treat every env's stream as one episode).
+
+    Returns:
+      A :class:`ReplayBuffer`.
+
+    Raises:
+      ReplayBufferError: (a ``ValueError``) for sizes that are not ints >= 1 or
+        ``capacity < num_envs``.
+    """
+    where = "make_replay_buffer"
+    capacity = _check_positive_int(capacity, "capacity", where)
+    num_envs = _check_positive_int(num_envs, "num_envs", where)
+    if capacity < num_envs:
+        raise ReplayBufferError(
+            f"{where}: `capacity` ({capacity}) must be >= `num_envs` ({num_envs}) so that "
+            "every env gets at least one row."
+        )
+    if episode_end_fn is not None and not callable(episode_end_fn):
+        raise ReplayBufferError(
+            f"{where}: `episode_end_fn` must be callable or None, got {episode_end_fn!r}."
+        )
+    C = capacity // num_envs
+    N = num_envs
+
+    def resolve_episode_end_fn(data: Any) -> EpisodeEndFn | None:
+        if episode_end_fn is not None:
+            return episode_end_fn
+        return _default_episode_end_fn(data)
+
+    def check_state(state: Any, where: str) -> None:
+        if not isinstance(state, BufferState):
+            raise ReplayBufferError(
+                f"{where}: expected a BufferState (from `init`), got {type(state).__name__}."
+            )
+        shape = tuple(state.episode_end.shape)
+        if shape != (C, N):
+            raise ReplayBufferError(
+                f"{where}: the state holds [capacity_per_env, num_envs] = {list(shape)} "
+                f"but this buffer has [{C}, {N}]; it was made by a different buffer."
+            )
+
+    # -- init ---------------------------------------------------------------------------
+    def init(example: Any) -> BufferState:
+        """Allocates zero-filled storage for transitions shaped like ``example``.
+
+        Args:
+          example: ONE unbatched transition, any pytree of arrays (e.g. a
+            :class:`~mbjax.types.Transition` with obs [obs_dim], reward []); only the
+            shapes and dtypes are used.
+
+        Returns:
+          An empty :class:`BufferState`: every data leaf has shape [C, N, *leaf.shape]
+          and the example's dtype, ``insert_pos = size = 0``.
+        """
+        example = _as_arrays(example)
+        if not jax.tree.leaves(example):
+            raise ReplayBufferError("init: `example` has no array leaves.")
+        fn = resolve_episode_end_fn(example)
+        if fn is not None:
+            out = jax.eval_shape(fn, example)
+            if getattr(out, "shape", None) != ():
+                raise ReplayBufferError(
+                    "init: the episode-end function must return a scalar for one "
+                    f"transition, got shape {getattr(out, 'shape', None)}."
+                )
+        data = jax.tree.map(lambda x: jnp.zeros((C, N) + x.shape, x.dtype), example)
+        return BufferState(
+            data=data,
+            episode_end=jnp.zeros((C, N), dtype=bool),
+            insert_pos=jnp.zeros((), jnp.int32),
+            size=jnp.zeros((), jnp.int32),
+        )
+
+    # -- add ----------------------------------------------------------------------------
+    def check_batch(state: BufferState, batch: Any) -> int | None:
+        """Checks ``batch`` against the storage; returns T for a [T, N] chunk, else None."""
+        data_def = jax.tree.structure(state.data)
+        batch_def = jax.tree.structure(batch)
+        if data_def != batch_def:
+            raise ReplayBufferError(
+                "add: the batch's pytree structure does not match the example's.\n"
+                f"  expected: {data_def}\n  got:      {batch_def}"
+            )
+        stored = jax.tree_util.tree_flatten_with_path(state.data)[0]
+        given = jax.tree.leaves(batch)
+        chunk_len: int | None = None
+        mode: str | None = None
+        for (path, d), x in zip(stored, given, strict=True):
+            name = _leaf_name(path)
+            item = tuple(d.shape[2:])
+            shape = tuple(x.shape)
+            if shape[1:] == (N,) + item and mode != "step":
+                this_mode, this_len = "chunk", shape[0]
+            elif shape == (N,) + item and mode != "chunk":
+                this_mode, this_len = "step", None
+            else:
+                step_shape = (N,) + item
+                chunk_shape = "(T, " + ", ".join(map(str, step_shape)) + ")"
+                context = (
+                    f" (earlier leaves were given as a {mode})" if mode is not None else ""
+                )
+                raise ReplayBufferError(
+                    f"add: leaf `{name}` has shape {shape}; expected {step_shape} "
+                    f"= [num_envs, *example_shape] for one step, or {chunk_shape} for a "
+                    f"chunk of T steps{context}. The example's `{name}` has shape {item}."
+                )
+            if mode == "chunk" and this_len != chunk_len:
+                raise ReplayBufferError(
+                    f"add: leaf `{name}` has {this_len} steps but earlier leaves have "
+                    f"{chunk_len}; all leaves of a chunk need the same leading T."
+                )
+            mode, chunk_len = this_mode, this_len
+            if x.dtype != d.dtype:
+                raise ReplayBufferError(
+                    f"add: leaf `{name}` has dtype {x.dtype}, expected {d.dtype} (the "
+                    "example's dtype); cast it before adding."
+                )
+        if mode == "chunk" and chunk_len == 0:
+            raise ReplayBufferError("add: the chunk has T = 0 steps.")
+        return chunk_len
+
+    def episode_ends(batch: Any, lead: int) -> Array:
+        """bool flags with the batch's ``lead`` leading axes ([N] or [T, N])."""
+        fn = resolve_episode_end_fn(batch)
+        leading = jax.tree.leaves(batch)[0].shape[:lead]
+        if fn is None:
+            return jnp.zeros(leading, dtype=bool)
+        for _ in range(lead):
+            fn = jax.vmap(fn)
+        flags = jnp.asarray(fn(batch))
+        if flags.shape != leading:
+            raise ReplayBufferError(
+                f"add: the episode-end function returned shape {flags.shape} for a batch "
+                f"with leading axes {leading}; it must return a scalar per transition."
+            )
+        return flags != 0
+
+    def add(state: BufferState, batch: Any) -> BufferState:
+        """Appends one step of all envs, or a chunk of T consecutive steps.
+
+        Args:
+          state: the buffer state.
+          batch: pytree shaped like the example with leaves [N, ...] (one step of N
+            parallel envs), or [T, N, ...] (T consecutive steps, e.g. the output of
+            ``mbjax.envs.rollout``). Dtypes must equal the example's.
+
+        Returns:
+          The new state. Step ``k`` of a chunk goes to row ``(insert_pos + k) mod C``;
+          when ``T > C`` only the newest C steps are kept.
+          ``insert_pos' = (insert_pos + T) mod C``, ``size' = min(size + T, C)``.
+
+        Raises:
+          ReplayBufferError: at trace time, for a batch whose structure, leaf shapes or
+            dtypes do not match the example (naming the leaf, expected vs got).
+        """
+        check_state(state, "add")
+        batch = _as_arrays(batch)
+        chunk_len = check_batch(state, batch)
+        if chunk_len is None:  # one step: a dynamic_update_slice at insert_pos
+            ends = episode_ends(batch, 1)
+            pos = state.insert_pos
+            data = jax.tree.map(
+                lambda d, x: jax.lax.dynamic_update_index_in_dim(d, x, pos, 0),
+                state.data,
+                batch,
+            )
+            episode_end = jax.lax.dynamic_update_index_in_dim(state.episode_end, ends, pos, 0)
+            steps = 1
+        else:  # a chunk: one scatter of the newest min(T, C) steps, wrapping around
+            ends = episode_ends(batch, 2)
+            steps = chunk_len
+            keep = min(chunk_len, C)
+            rows = (state.insert_pos + (chunk_len - keep) + jnp.arange(keep)) % C
+            data = jax.tree.map(
+                lambda d, x: d.at[rows].set(x[chunk_len - keep :], unique_indices=True),
+                state.data,
+                batch,
+            )
+            episode_end = state.episode_end.at[rows].set(
+                ends[chunk_len - keep :], unique_indices=True
+            )
+        return BufferState(
+            data=data,
+            episode_end=episode_end,
+            insert_pos=((state.insert_pos + steps) % C).astype(jnp.int32),
+            size=jnp.minimum(state.size + steps, C).astype(jnp.int32),
+        )
+
+    # -- uniform sampling -----------------------------------------------------------------
+    def can_sample(state: BufferState, min_size: int = 1) -> Array:
+        """bool []: the buffer holds at least ``min_size`` transitions (``size * N``)."""
+        check_state(state, "can_sample")
+        return state.size * N >= min_size
+
+    def sample(state: BufferState, key: PRNGKey, batch_size: int) -> Any:
+        """Samples ``batch_size`` transitions uniformly, with replacement, from valid rows.
+
+        Each draw picks one of the ``size * N`` stored transitions with probability
+        ``1 / (size * N)``; uninitialised rows are never returned.
+
+        Args:
+          state: the buffer state.
+          key: PRNG key.
+          batch_size: static int >= 1.
+
+        Returns:
+          A pytree shaped like the example with leaves [batch_size, ...].
+
+        Empty buffer: outside ``jit`` this raises ``ReplayBufferError``. Under ``jit``
+        emptiness cannot be checked; the result is then ``batch_size`` copies of the
+        zero-filled row ``data[0, 0]``. Guard with :func:`can_sample`.
+        """
+        check_state(state, "sample")
+        batch_size = _check_positive_int(batch_size, "batch_size", "sample")
+        if not _is_tracer(state.size) and int(state.size) == 0:
+            raise ReplayBufferError(
+                "sample: the buffer is empty (size 0); add transitions first, or check "
+                "`can_sample(state)`."
+            )
+        num_valid = state.size * N
+        flat = jax.random.randint(key, (batch_size,), 0, jnp.maximum(num_valid, 1))
+        t, e = flat // N, flat % N
+        return jax.tree.map(lambda d: d[t, e], state.data)
+
+    # -- window sampling ------------------------------------------------------------------
+    def check_length(length: Any, where: str) -> int:
+        length = _check_positive_int(length, "length", where)
+        if length > C:
+            raise ReplayBufferError(
+                f"{where}: `length` ({length}) exceeds capacity_per_env ({C}); no window "
+                "can ever be that long."
+            )
+        return length
+
+    def window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
+        """Valid window starts in chronological order.
+
+        Let ``o = (insert_pos - size) mod C`` be the oldest row and ``end[i, e]`` the
+        episode-end flag of the i-th oldest row of env e. A window of ``L = length``
+        steps starting at the i-th oldest row is valid iff
+
+            i + L <= size                        (inside the data: no seam, no empty rows)
+            sum_{j=i}^{i+L-2} end[j, e] = 0      (only its last step may end an episode)
+
+        The sum is ``S[i+L-1] - S[i]`` with the prefix sums ``S[k] = sum_{j<k} end[j]``.
+
+        Returns:
+          (mask, oldest): bool [C, N] over (i, e) and the int32 [] oldest row ``o``.
+        """
+        if resolve_episode_end_fn(state.data) is None:
+            raise ReplayBufferError(
+                "sample_windows: this buffer's data has no episode-end information, so "
+                "windows could silently span episodes. Store a Transition or a dict with "
+                "'done' (and 'truncated'), or pass `episode_end_fn` to make_replay_buffer "
+                "(mbjax.buffers.no_episode_ends treats each env's stream as one episode)."
+            )
+        oldest = (state.insert_pos - state.size) % C
+        order = (oldest + jnp.arange(C)) % C
+        ends = state.episode_end[order].astype(jnp.int32)  # [C, N], oldest row first
+        starts = jnp.arange(C)
+        mask = jnp.broadcast_to((starts + length <= state.size)[:, None], (C, N))
+        if length > 1:
+            prefix = jnp.concatenate(
+                [jnp.zeros((1, N), jnp.int32), jnp.cumsum(ends, axis=0)], axis=0
+            )  # [C + 1, N]
+            inner_ends = prefix[length - 1 : C] - prefix[: C - length + 1]  # [C - L + 1, N]
+            no_inner_end = jnp.concatenate(
+                [inner_ends == 0, jnp.zeros((length - 1, N), bool)], axis=0
+            )
+            mask = mask & no_inner_end
+        return mask, oldest
+
+    def num_windows(state: BufferState, length: int) -> Array:
+        """int32 []: the number of valid window starts of ``length`` steps (all envs).
+
+        ``sample_windows`` draws from exactly these; when this is 0 its output is a
+        placeholder (see there).
+        """
+        check_state(state, "num_windows")
+        length = check_length(length, "num_windows")
+        mask, _ = window_starts(state, length)
+        return jnp.sum(mask, dtype=jnp.int32)
+
+    def sample_windows(state: BufferState, key: PRNGKey, batch_size: int, length: int) -> Any:
+        """Samples windows of ``length`` consecutive steps of one env, within one episode.
+
+        A window is ``data[t_0 .. t_0 + L - 1 (mod C), e]`` for a start ``(t_0, e)`` drawn
+        uniformly, with replacement, from the valid starts of :func:`window_starts`:
+        consecutive steps of env e, entirely among the stored rows (never across the
+        seam between the newest and the oldest row), and no step but the last ends an
+        episode (``done`` or ``truncated``). Draw: with the flattened mask m and its
+        inclusive prefix sums P (P[-1] = number of valid starts), u ~ U{0, ..., P[-1]-1}
+        and the start is the first k with P[k] > u (a binary search), which is exactly
+        uniform.
+
+        Args:
+          state: the buffer state.
+          key: PRNG key.
+          batch_size: static int >= 1.
+          length: static int in [1, C].
+
+        Returns:
+          A pytree shaped like the example with leaves [batch_size, length, ...].
+
+        No valid window (``num_windows(state, length) == 0``): outside ``jit`` this
+        raises ``ReplayBufferError``; under ``jit`` it returns placeholder windows (the
+        rows of env 0 starting at the oldest row) that must be discarded.
+
+        Cost: O(C * N) per call to build the mask, plus the gather.
+        """
+        check_state(state, "sample_windows")
+        batch_size = _check_positive_int(batch_size, "batch_size", "sample_windows")
+        length = check_length(length, "sample_windows")
+        mask, oldest = window_starts(state, length)
+        prefix = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)  # [C * N], (i, e) row-major
+        count = prefix[-1]
+        if not _is_tracer(count) and int(count) == 0:
+            raise ReplayBufferError(
+                f"sample_windows: no valid window of length {length} (size {int(state.size)}"
+                f" rows per env); every candidate crosses an episode end or the data's "
+                "end. Check `num_windows(state, length)` first."
+            )
+        u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count, 1))
+        flat = jnp.searchsorted(prefix, u, side="right")
+        flat = jnp.where(count > 0, flat, 0)
+        i, e = flat // N, flat % N
+        rows = (oldest + i[:, None] + jnp.arange(length)[None, :]) % C  # [B, L]
+        return jax.tree.map(lambda d: d[rows, e[:, None]], state.data)
+
+    # -- persistence ----------------------------------------------------------------------
+    def load(path: Any, example: Any) -> BufferState:
+        """Loads a state saved by ``save``, checked against this buffer and ``example``."""
+        template = jax.eval_shape(init, example)
+        return serialization.load(path, template)
+
+    return ReplayBuffer(
+        init=init,
+        add=add,
+        sample=sample,
+        sample_windows=sample_windows,
+        can_sample=can_sample,
+        num_windows=num_windows,
+        save=serialization.save,
+        load=load,
+        capacity=C * N,
+        capacity_per_env=C,
+        num_envs=N,
+    )
