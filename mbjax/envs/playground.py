@@ -284,6 +284,8 @@ def _build(env_name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -
             flat[key] = value
 
     cfg = {**defaults, **overrides}
+    if int(cfg.get("action_repeat", 1)) < 1:
+        raise ValueError(f"action_repeat must be >= 1, got {cfg['action_repeat']}")
     ctrl_dt, sim_dt = cfg.get("ctrl_dt"), cfg.get("sim_dt")
     if ctrl_dt is not None and sim_dt is not None:
         if sim_dt <= 0 or ctrl_dt <= 0:
