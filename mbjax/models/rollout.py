@@ -1,0 +1,194 @@
+"""Multi-step rollouts of an ensemble with uncertainty propagation (PETS, Chua et al. 2018).
+
+A batch of B particles, each with its own action sequence, is propagated for H steps:
+
+* ``"ts_inf"`` (TS-inf): particle b is bound to member b mod E for the whole rollout;
+  with B = N candidates x P particles (P a multiple of E), each candidate's particles
+  cover the members evenly (P / E each).
+* ``"ts1"`` (TS-1): every step the particles are randomly re-assigned to members
+  (a fresh permutation, so each member still gets B / E particles).
+* ``"expectation"``: every particle moves to the mean prediction of all members.
+
+TS modes sample s' ~ N(mu_e, sigma_e^2) for probabilistic models (``sample=True``);
+deterministic models (and ``sample=False``) use mu_e. All members' predictions are laid
+out as one batched matmul [E, B / E, ...], so TS-inf and TS-1 cost one member-forward
+per particle. ``disagreement`` (std over members of the predicted means, averaged over
+observation dims; MOPO/MOReL-style uncertainty) evaluates all members on all particles
+(E x the compute) and is only computed when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mbjax.models.ensemble import EnsembleModel, ModelState
+from mbjax.types import Array, PRNGKey
+
+PROPAGATIONS = ("ts_inf", "ts1", "expectation")
+
+RewardFn = Callable[[Array, Array, Array], Array]
+
+
+@struct.dataclass
+class ModelRollout:
+    """Predicted trajectories of B particles over H steps.
+
+    Attributes:
+      obs: [B, H + 1, O] predicted observations, obs[:, 0] = the start observation.
+      reward: [B, H] reward of each predicted step.
+      terminated: [B, H] 1.0 where the step's termination flag fires.
+      disagreement: [B, H] ensemble disagreement (zeros unless requested).
+    """
+
+    obs: Array
+    reward: Array
+    terminated: Array
+    disagreement: Array
+
+
+def _to_members(x: Array, num_members: int) -> Array:
+    """[B, ...] -> [E, B / E, ...] with particle b at (b mod E, b div E)."""
+    b = x.shape[0]
+    return x.reshape((b // num_members, num_members) + x.shape[1:]).swapaxes(0, 1)
+
+
+def _from_members(y: Array) -> Array:
+    """[E, B / E, ...] -> [B, ...], the inverse of ``_to_members``."""
+    return y.swapaxes(0, 1).reshape((-1,) + y.shape[2:])
+
+
+def check_propagation(propagation: str, num_particles: int, num_members: int) -> None:
+    """Validates a propagation mode and particle count (clear errors at build time)."""
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"unknown propagation {propagation!r}; valid: {', '.join(PROPAGATIONS)}")
+    if propagation != "expectation" and num_particles % num_members:
+        raise ValueError(
+            f"{propagation} needs the number of particles ({num_particles}) to be a multiple "
+            f"of the ensemble size ({num_members}) so every member gets the same share")
+
+
+def model_step(model: EnsembleModel, state: ModelState, obs: Array, action: Array, key: PRNGKey,
+               propagation: str = "ts_inf", sample: bool = True,
+               with_disagreement: bool = False):
+    """One propagated step for B particles.
+
+    Args:
+      obs: [B, O]; action: [B, A]; B must be a multiple of E for TS modes.
+
+    Returns:
+      (next_obs [B, O], reward [B] or None (no reward head), termination prob [B] or None,
+      disagreement [B]).
+    """
+    num_members = model.num_members
+    key_perm, key_noise = jax.random.split(key)
+    b = obs.shape[0]
+    disagreement = jnp.zeros(b)
+
+    if propagation == "expectation" or with_disagreement:
+        full = model.predict(state, obs, action)  # [E, B, ...]
+        if with_disagreement:
+            disagreement = jnp.std(full.next_obs_mean, axis=0).mean(-1)
+    if propagation == "expectation":
+        mean = lambda x: None if x is None else x.mean(0)
+        return (mean(full.next_obs_mean), mean(full.reward_mean), mean(full.termination_prob),
+                disagreement)
+
+    perm = jax.random.permutation(key_perm, b) if propagation == "ts1" else jnp.arange(b)
+    inv = jnp.argsort(perm)
+    if with_disagreement:
+        # Reuse the all-member predictions: slot j holds particle perm[j], member j mod E.
+        member = jnp.arange(b) % num_members
+        pick = lambda x: None if x is None else x[member, perm][inv]
+        mu, std = pick(full.next_obs_mean), pick(full.next_obs_std)
+        r_mu, r_std, term = pick(full.reward_mean), pick(full.reward_std), \
+            pick(full.termination_prob)
+    else:
+        grouped = model.predict(state, _to_members(obs[perm], num_members),
+                                _to_members(action[perm], num_members))
+        unpick = lambda x: None if x is None else _from_members(x)[inv]
+        mu, std = unpick(grouped.next_obs_mean), unpick(grouped.next_obs_std)
+        r_mu, r_std, term = unpick(grouped.reward_mean), unpick(grouped.reward_std), \
+            unpick(grouped.termination_prob)
+    if sample and model.config.probabilistic:
+        k1, k2 = jax.random.split(key_noise)
+        mu = mu + std * jax.random.normal(k1, mu.shape)
+        if r_mu is not None:
+            r_mu = r_mu + r_std * jax.random.normal(k2, r_mu.shape)
+    return mu, r_mu, term, disagreement
+
+
+def rollout_particles(
+    model: EnsembleModel,
+    state: ModelState,
+    obs0: Array,
+    actions: Array,
+    key: PRNGKey,
+    reward_fn: RewardFn | None = None,
+    termination_fn: RewardFn | None = None,
+    propagation: str = "ts_inf",
+    sample: bool = True,
+    with_disagreement: bool = False,
+) -> ModelRollout:
+    """Propagates B particles through the model for H steps (``lax.scan`` over time).
+
+    Args:
+      obs0: [B, O] start observations; actions: [B, H, A].
+      reward_fn, termination_fn: unbatched (obs, action, next_obs) -> []; when None the
+        model's reward / termination heads are used (they must be enabled).
+    """
+    check_propagation(propagation, obs0.shape[0], model.num_members)
+    if reward_fn is None and not model.config.learn_reward:
+        raise ValueError("no reward_fn given and the model has no reward head "
+                         "(EnsembleConfig.learn_reward=False)")
+    horizon = actions.shape[1]
+
+    def body(obs, xs):
+        action, key = xs
+        next_obs, r_head, term_head, dis = model_step(
+            model, state, obs, action, key, propagation, sample, with_disagreement)
+        if reward_fn is not None:
+            reward = jax.vmap(reward_fn)(obs, action, next_obs)
+        else:
+            reward = r_head
+        if termination_fn is not None:
+            term = jax.vmap(termination_fn)(obs, action, next_obs)
+        elif term_head is not None:
+            term = (term_head > 0.5).astype(jnp.float32)
+        else:
+            term = jnp.zeros(obs.shape[0])
+        return next_obs, (next_obs, reward, term, dis)
+
+    keys = jax.random.split(key, horizon)
+    _, (obs_seq, reward, term, dis) = jax.lax.scan(
+        body, obs0, (actions.swapaxes(0, 1), keys))
+    obs_all = jnp.concatenate([obs0[None], obs_seq], axis=0).swapaxes(0, 1)
+    return ModelRollout(obs=obs_all, reward=reward.T, terminated=term.T,
+                        disagreement=dis.T)
+
+
+def rollout(
+    model: EnsembleModel,
+    state: ModelState,
+    obs0: Array,
+    actions: Array,
+    key: PRNGKey,
+    num_particles: int | None = None,
+    **kwargs,
+) -> ModelRollout:
+    """Rolls ONE action sequence out from ONE observation with ``num_particles`` particles.
+
+    Args:
+      obs0: [O]; actions: [H, A]; num_particles: default E (one per member).
+      **kwargs: as ``rollout_particles`` (reward_fn, termination_fn, propagation, ...).
+
+    Returns:
+      ``ModelRollout`` with a leading particle axis [P, ...].
+    """
+    p = num_particles or model.num_members
+    obs = jnp.broadcast_to(obs0, (p,) + obs0.shape)
+    acts = jnp.broadcast_to(actions, (p,) + actions.shape)
+    return rollout_particles(model, state, obs, acts, key, **kwargs)

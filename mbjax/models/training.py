@@ -1,0 +1,265 @@
+"""Training an ensemble inside ``jit``: bootstrap minibatches, holdout early stopping, elites.
+
+``make_model_trainer(model, config)`` returns ``ModelTrainer(init, train)``:
+
+* ``init(key) -> ModelState`` (params, normalisers, Adam state);
+* ``train(state, data, num_valid, key) -> (state, metrics)`` where ``data`` is a pytree of
+  transitions with a fixed leading capacity axis [C, ...] whose first ``num_valid`` rows
+  are valid (a replay buffer flattened with ``mbjax.buffers``). Shapes never depend on
+  ``num_valid``, so a growing buffer never recompiles.
+
+One call (MBPO, Janner et al. 2019, App. C; PETS, Chua et al. 2018):
+1. fit input/target normalisers on the valid rows;
+2. split off a random holdout set of min(ratio * n, max_holdout) rows;
+3. each member gets a bootstrap resample (with replacement) of the training rows, drawn
+   once per call and reshuffled every epoch;
+4. epochs of Adam minibatch steps (``lax.while_loop``: the number of minibatches follows
+   the data) until ``max_epochs`` or early stopping: after each epoch the held-out MSE of
+   every member is compared with its best; a member improves when its relative gain
+   exceeds ``improvement_threshold``; training stops after ``patience`` epochs in which no
+   member improved, and each member keeps its best parameters;
+5. elites = the ``num_elites`` members with the lowest held-out MSE.
+
+Non-finite data skips the update and non-finite losses are never applied; both are
+reported in the metrics, and :func:`raise_if_failed` turns them into an error that names
+the iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mbjax.models.ensemble import EnsembleModel, ModelState
+from mbjax.networks.normalizer import fit_normalizer
+from mbjax.types import Array, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTrainConfig:
+    """How an ensemble is fitted. Defaults: MBPO's model training (Janner et al. 2019)."""
+
+    learning_rate: float = 1e-3  # PETS and MBPO: Adam, 1e-3
+    batch_size: int = 256  # MBPO: 256 (PETS HalfCheetah: 32)
+    max_epochs: int = 100  # upper bound per call (MBPO stops early long before)
+    holdout_ratio: float = 0.2  # MBPO: 20 % held out ...
+    max_holdout: int = 5000  # ... at most 5000 transitions
+    patience: int = 5  # MBPO: stop after 5 epochs ...
+    improvement_threshold: float = 0.01  # ... without a 1 % improvement of any member
+    early_stopping: bool = True  # False: exactly max_epochs, no holdout (PDDM-style)
+    bootstrap: bool = True  # per-member bootstrap resampling (PETS)
+    retrain_from_scratch: bool = False  # True: re-initialise params each call (PDDM)
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("batch_size, max_epochs and patience must be >= 1")
+        if not 0.0 <= self.holdout_ratio < 1.0:
+            raise ValueError(f"holdout_ratio must be in [0, 1), got {self.holdout_ratio}")
+        if self.early_stopping and (self.holdout_ratio == 0 or self.max_holdout < 1):
+            raise ValueError("early_stopping needs holdout_ratio > 0 and max_holdout >= 1")
+
+
+class ModelTrainer(NamedTuple):
+    init: Any
+    train: Any
+    optimizer: optax.GradientTransformation
+
+
+class ModelTrainingError(RuntimeError):
+    """Model training met non-finite data or losses."""
+
+
+def _model_inputs(data) -> tuple[Array, Array, Array, Array, Array]:
+    return data.obs, data.action, data.next_obs, data.reward, data.done
+
+
+def _all_finite(tree, valid: Array) -> Array:
+    ok = jnp.array(True)
+    for x in jax.tree_util.tree_leaves(tree):
+        bad = ~jnp.isfinite(x.reshape(x.shape[0], -1)).all(-1)
+        ok = ok & ~jnp.any(bad & valid)
+    return ok
+
+
+def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = None
+                       ) -> ModelTrainer:
+    """Builds ``init``/``train`` for ``model``; see the module docstring."""
+    cfg = config or ModelTrainConfig()
+    optimizer = optax.adam(cfg.learning_rate)
+    num_members = model.config.num_members
+
+    def init(key: PRNGKey) -> ModelState:
+        return model.init(key, optimizer)
+
+    def loss_fn(params, state, batch, weight):
+        obs, action, next_obs, reward, done = batch
+        loss, mse = model.member_losses(params, state.input_norm, state.target_norm, obs,
+                                        action, next_obs, reward, done, weight)
+        total = loss + model.weight_decay_penalty(params)
+        return jnp.sum(total), (loss, mse)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def holdout_mse(params, state, data, rows, weight):
+        """MSE per member on the held-out rows (shared by all members), [E]."""
+        obs, action, next_obs, reward, done = jax.tree_util.tree_map(
+            lambda x: x[rows], _model_inputs(data))
+        e_b = lambda x: jnp.broadcast_to(x, (num_members,) + x.shape)
+        _, mse = model.member_losses(
+            params, state.input_norm, state.target_norm, e_b(obs), e_b(action),
+            e_b(next_obs), e_b(reward), e_b(done), e_b(weight))
+        return mse
+
+    def train(state: ModelState, data, num_valid: Array, key: PRNGKey):
+        """Fits ``state`` to the first ``num_valid`` rows of ``data``; see module doc."""
+        capacity = data.obs.shape[0]
+        n = jnp.minimum(jnp.asarray(num_valid, jnp.int32), capacity)
+        rows = jnp.arange(capacity)
+        valid = rows < n
+        key_init, key_split, key_boot, key_epochs = jax.random.split(key, 4)
+
+        if cfg.retrain_from_scratch:
+            params = model.init_params(key_init)
+            state = state.replace(params=params, opt_state=optimizer.init(params))
+
+        obs, action, next_obs, reward, _ = _model_inputs(data)
+        inputs = jnp.concatenate([obs, action], axis=-1)
+        targets = model.targets(obs, action, next_obs, reward)
+        state = state.replace(input_norm=fit_normalizer(inputs, valid),
+                              target_norm=fit_normalizer(targets, valid))
+        data_ok = _all_finite(_model_inputs(data), valid)
+
+        # Holdout split: a random order of the valid rows; the first n_hold are held out.
+        order = jnp.argsort(jnp.where(valid, jax.random.uniform(key_split, (capacity,)),
+                                      jnp.inf))
+        if cfg.early_stopping:
+            n_hold = jnp.minimum((cfg.holdout_ratio * n).astype(jnp.int32), cfg.max_holdout)
+            n_hold = jnp.where(n >= 2, jnp.maximum(n_hold, 1), 0)
+            max_hold = min(cfg.max_holdout, capacity)
+            hold_rows = order[:max_hold]
+            hold_weight = (jnp.arange(max_hold) < n_hold).astype(jnp.float32)
+        else:
+            n_hold = jnp.zeros((), jnp.int32)
+        n_train = jnp.maximum(n - n_hold, 0)
+
+        # Bootstrap: member e trains on train-row positions boot[e, :n_train].
+        if cfg.bootstrap:
+            boot = jax.random.randint(key_boot, (num_members, capacity), 0,
+                                      jnp.maximum(n_train, 1))
+        else:
+            boot = jnp.broadcast_to(rows, (num_members, capacity))
+
+        def train_row(position):
+            return order[(n_hold + position) % capacity]
+
+        num_batches = (n_train + cfg.batch_size - 1) // cfg.batch_size
+
+        def run_epoch(params, opt_state, key):
+            keys = jax.random.split(key, num_members)
+            shuffle = jax.vmap(lambda k: jnp.argsort(jnp.where(
+                rows < n_train, jax.random.uniform(k, (capacity,)), jnp.inf)))(keys)
+
+            def batch_step(carry):
+                b, params, opt_state, loss_sum, bad = carry
+                pos = b * cfg.batch_size + jnp.arange(cfg.batch_size)
+                weight = (pos < n_train).astype(jnp.float32)
+                pos = jnp.minimum(pos, capacity - 1)
+                member_pos = jnp.take_along_axis(boot, shuffle[:, pos], axis=1)  # [E, B]
+                idx = train_row(member_pos)
+                batch = jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(data))
+                weight = jnp.broadcast_to(weight, idx.shape)
+                (total, (loss, _)), grads = grad_fn(params, state, batch, weight)
+                updates, new_opt = optimizer.update(grads, opt_state, params)
+                new_params = optax.apply_updates(params, updates)
+                finite = jnp.isfinite(total)
+                params = jax.tree_util.tree_map(
+                    lambda a, b_: jnp.where(finite, a, b_), new_params, params)
+                opt_state = jax.tree_util.tree_map(
+                    lambda a, b_: jnp.where(finite, a, b_), new_opt, opt_state)
+                return b + 1, params, opt_state, loss_sum + jnp.where(finite, loss, 0.0), \
+                    bad | ~finite
+
+            init = (jnp.zeros((), jnp.int32), params, opt_state, jnp.zeros(num_members),
+                    jnp.array(False))
+            _, params, opt_state, loss_sum, bad = jax.lax.while_loop(
+                lambda c: c[0] < num_batches, batch_step, init)
+            return params, opt_state, loss_sum / jnp.maximum(num_batches, 1), bad
+
+        def evaluate(params):
+            if not cfg.early_stopping:
+                return jnp.zeros(num_members)
+            return holdout_mse(params, state, data, hold_rows, hold_weight)
+
+        best_loss0 = evaluate(state.params)
+
+        def epoch_cond(c):
+            epoch, _, _, _, _, since, _, _ = c
+            return (epoch < cfg.max_epochs) & (since < cfg.patience) & data_ok & (n_train > 0)
+
+        def epoch_body(c):
+            epoch, params, opt_state, best_params, best_loss, since, _, bad = c
+            params, opt_state, train_loss, bad_epoch = run_epoch(
+                params, opt_state, jax.random.fold_in(key_epochs, epoch))
+            if cfg.early_stopping:
+                cur = evaluate(params)
+                gain = (best_loss - cur) / jnp.maximum(jnp.abs(best_loss), 1e-12)
+                improved = (gain > cfg.improvement_threshold) & jnp.isfinite(cur)
+                best_loss = jnp.where(improved, cur, best_loss)
+                best_params = jax.tree_util.tree_map(
+                    lambda new, old: jnp.where(
+                        improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                    params, best_params)
+                since = jnp.where(jnp.any(improved), 0, since + 1)
+            else:
+                best_params = params
+            return (epoch + 1, params, opt_state, best_params, best_loss, since, train_loss,
+                    bad | bad_epoch)
+
+        init = (jnp.zeros((), jnp.int32), state.params, state.opt_state, state.params,
+                best_loss0, jnp.zeros((), jnp.int32), jnp.zeros(num_members),
+                jnp.array(False))
+        epochs, _, opt_state, best_params, best_loss, _, train_loss, bad = \
+            jax.lax.while_loop(epoch_cond, epoch_body, init)
+
+        if cfg.early_stopping:
+            elites = jnp.argsort(best_loss)[: model.config.num_elites].astype(jnp.int32)
+        else:
+            elites = jnp.arange(model.config.num_elites, dtype=jnp.int32)
+        state = state.replace(params=best_params, opt_state=opt_state, elites=elites,
+                              holdout_loss=best_loss)
+        metrics = {
+            "model/epochs": epochs,
+            "model/train_loss": jnp.mean(train_loss),
+            "model/holdout_mse": jnp.mean(best_loss),
+            "model/holdout_mse_elites": jnp.mean(best_loss[elites]),
+            "model/num_train": n_train,
+            "model/num_holdout": n_hold,
+            "model/data_nonfinite": ~data_ok,
+            "model/loss_nonfinite": bad,
+        }
+        return state, metrics
+
+    return ModelTrainer(init=init, train=train, optimizer=optimizer)
+
+
+def raise_if_failed(metrics: dict, iteration: int | None = None) -> None:
+    """Raises ``ModelTrainingError`` if a ``train`` call met NaN/inf data or losses.
+
+    Call it on the host after each training call (or after a vmapped batch of them).
+    """
+    where = f" at iteration {iteration}" if iteration is not None else ""
+    if bool(jnp.any(metrics["model/data_nonfinite"])):
+        raise ModelTrainingError(
+            f"model training{where}: the data contain NaN or inf (obs, action, next_obs, "
+            "reward or done); the update was skipped. Check the environment or the code "
+            "that filled the buffer.")
+    if bool(jnp.any(metrics["model/loss_nonfinite"])):
+        raise ModelTrainingError(
+            f"model training{where}: the loss became NaN or inf (diverged); those updates "
+            "were not applied. Lower the learning rate or check data scales.")

@@ -1,0 +1,227 @@
+"""Ensemble dynamics models: fitting known dynamics, uncertainty, propagation, failure modes."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mbjax.models import (
+    EnsembleConfig,
+    EnsembleModel,
+    ModelTrainConfig,
+    ModelTrainingError,
+    make_model_trainer,
+    raise_if_failed,
+)
+from mbjax.models.rollout import rollout, rollout_particles
+from mbjax.types import Transition
+
+O, A = 3, 2
+
+
+def linear_system(seed=0):
+    ka, kb = jax.random.split(jax.random.PRNGKey(seed))
+    a_mat = jnp.eye(O) + 0.1 * jax.random.normal(ka, (O, O))
+    b_mat = 0.5 * jax.random.normal(kb, (O, A))
+    return a_mat, b_mat
+
+
+def linear_data(key, n, noise, system, capacity=None, shift=0.0):
+    a_mat, b_mat = system
+    k1, k2, k3 = jax.random.split(key, 3)
+    s = jax.random.normal(k1, (n, O)) + shift
+    a = jax.random.uniform(k2, (n, A), minval=-1, maxval=1)
+    clean = s @ a_mat.T + a @ b_mat.T
+    ns = clean + noise * jax.random.normal(k3, (n, O))
+    zeros = jnp.zeros(n)
+    data = Transition(obs=s, action=a, reward=zeros, next_obs=ns, done=zeros, truncated=zeros)
+    if capacity is not None and capacity > n:  # pad like a partly filled buffer
+        data = jax.tree_util.tree_map(
+            lambda x: jnp.concatenate([x, jnp.zeros((capacity - n,) + x.shape[1:])]), data)
+    return data, clean
+
+
+def small_model(probabilistic, members=5, elites=5):
+    cfg = EnsembleConfig(num_members=members, num_elites=elites, hidden_sizes=(64, 64),
+                         probabilistic=probabilistic, weight_decay=())
+    return EnsembleModel(O, A, cfg)
+
+
+def test_deterministic_ensemble_learns_linear_dynamics():
+    system = linear_system(0)
+    data, _ = linear_data(jax.random.PRNGKey(1), 3000, 0.01, system)
+    model = small_model(False)
+    trainer = make_model_trainer(model, ModelTrainConfig(batch_size=64, max_epochs=60))
+    state, metrics = jax.jit(trainer.train)(trainer.init(jax.random.PRNGKey(2)), data, 3000,
+                                            jax.random.PRNGKey(3))
+    raise_if_failed(metrics)
+    test, clean = linear_data(jax.random.PRNGKey(4), 1000, 0.0, system)
+    pred = model.predict(state, test.obs, test.action)
+    delta_var = jnp.var(clean - test.obs)
+    nmse = jnp.mean((pred.next_obs_mean - clean) ** 2) / delta_var
+    assert nmse < 1e-3, nmse
+    assert int(metrics["model/num_holdout"]) == 600 and int(metrics["model/epochs"]) >= 5
+
+
+@pytest.fixture(scope="module")
+def gaussian_fit():
+    system = linear_system(1)
+    noise = 0.05
+    data, _ = linear_data(jax.random.PRNGKey(5), 4000, noise, system)
+    model = small_model(True)
+    trainer = make_model_trainer(model, ModelTrainConfig(
+        batch_size=64, max_epochs=150, early_stopping=False, learning_rate=3e-3))
+    state, metrics = jax.jit(trainer.train)(trainer.init(jax.random.PRNGKey(6)), data, 4000,
+                                            jax.random.PRNGKey(7))
+    raise_if_failed(metrics)
+    return model, state, system, noise
+
+
+def test_gaussian_head_recovers_noise_std_and_is_calibrated(gaussian_fit):
+    model, state, system, noise = gaussian_fit
+    test, _ = linear_data(jax.random.PRNGKey(8), 2000, noise, system)
+    pred = model.predict(state, test.obs, test.action)
+    mean_std = float(pred.next_obs_std.mean())
+    assert abs(mean_std - noise) / noise < 0.10, mean_std
+    z = jnp.abs(test.next_obs - pred.next_obs_mean) / pred.next_obs_std
+    coverage = float(jnp.mean(z < 1.0))
+    assert abs(coverage - 0.6827) < 0.07, coverage
+
+
+def test_members_differ_and_disagree_more_off_distribution(gaussian_fit):
+    model, state, system, _ = gaussian_fit
+    on, _ = linear_data(jax.random.PRNGKey(9), 500, 0.0, system)
+    off, _ = linear_data(jax.random.PRNGKey(9), 500, 0.0, system, shift=6.0)
+    p_on = model.predict(state, on.obs, on.action)
+    p_off = model.predict(state, off.obs, off.action)
+    dis_on = jnp.std(p_on.next_obs_mean, axis=0).mean()
+    dis_off = jnp.std(p_off.next_obs_mean, axis=0).mean()
+    assert dis_on > 0  # members differ (bootstrap + init)
+    assert dis_off > 5 * dis_on, (dis_on, dis_off)
+
+
+def _member_tagged_model(members=5):
+    """A deterministic model whose member e predicts s' = s + (e + 1) exactly."""
+    model = EnsembleModel(1, 1, EnsembleConfig(num_members=members, num_elites=members,
+                                               hidden_sizes=(4,), probabilistic=False,
+                                               weight_decay=()))
+    state = model.init(jax.random.PRNGKey(0))
+    layers = [dict(layer) for layer in state.params.layers]
+    layers[-1]["w"] = jnp.zeros_like(layers[-1]["w"])
+    layers[-1]["b"] = jnp.arange(1.0, members + 1).reshape(members, 1, 1)
+    return model, state.replace(params=state.params.replace(layers=layers))
+
+
+def test_ts_inf_assigns_each_member_p_over_e_particles():
+    model, state = _member_tagged_model(5)
+    reward_fn = lambda o, a, n: n[0]
+    out = rollout(model, state, jnp.zeros(1), jnp.zeros((4, 1)), jax.random.PRNGKey(0),
+                  num_particles=10, reward_fn=reward_fn, propagation="ts_inf")
+    steps = np.diff(np.asarray(out.obs[:, :, 0]), axis=1)  # [P, H] member tag per step
+    assert np.all(steps == steps[:, :1])  # a particle keeps its member
+    counts = np.bincount(steps[:, 0].astype(int), minlength=6)[1:]
+    np.testing.assert_array_equal(counts, [2, 2, 2, 2, 2])
+
+
+def test_ts1_resamples_members_each_step_with_equal_shares():
+    model, state = _member_tagged_model(5)
+    out = rollout(model, state, jnp.zeros(1), jnp.zeros((6, 1)), jax.random.PRNGKey(1),
+                  num_particles=10, reward_fn=lambda o, a, n: n[0], propagation="ts1")
+    steps = np.diff(np.asarray(out.obs[:, :, 0]), axis=1).astype(int)
+    for t in range(steps.shape[1]):
+        np.testing.assert_array_equal(np.bincount(steps[:, t], minlength=6)[1:], [2] * 5)
+    assert not np.all(steps == steps[:, :1])  # members change along a particle's path
+
+
+def test_expectation_equals_mean_of_member_predictions(gaussian_fit):
+    model, state, system, _ = gaussian_fit
+    obs0 = jnp.array([0.3, -0.2, 0.1])
+    act = jnp.array([[0.5, -0.5]])
+    out = rollout(model, state, obs0, act, jax.random.PRNGKey(0), num_particles=3,
+                  reward_fn=lambda o, a, n: jnp.sum(n), propagation="expectation")
+    members = model.predict(state, obs0[None], act)
+    expected = members.next_obs_mean.mean(0)[0]
+    np.testing.assert_allclose(out.obs[0, 1], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.reward[0, 0], jnp.sum(expected), rtol=1e-5)
+
+
+def test_disagreement_output_matches_member_spread(gaussian_fit):
+    model, state, _, _ = gaussian_fit
+    obs0 = jnp.zeros((5, O))
+    acts = jnp.zeros((5, 2, A))
+    out = rollout_particles(model, state, obs0, acts, jax.random.PRNGKey(0),
+                            reward_fn=lambda o, a, n: 0.0, propagation="ts_inf",
+                            sample=False, with_disagreement=True)
+    members = model.predict(state, obs0, acts[:, 0])
+    expected = jnp.std(members.next_obs_mean, axis=0).mean(-1)
+    np.testing.assert_allclose(out.disagreement[:, 0], expected, rtol=1e-5)
+    # With disagreement on, TS-inf still moves particle b with member b mod 5.
+    np.testing.assert_allclose(out.obs[:, 1], members.next_obs_mean[jnp.arange(5), jnp.arange(5)],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_training_traces_once_across_growing_buffer():
+    system = linear_system(2)
+    data, _ = linear_data(jax.random.PRNGKey(0), 512, 0.01, system)
+    model = small_model(True, members=3, elites=2)
+    trainer = make_model_trainer(model, ModelTrainConfig(batch_size=32, max_epochs=2))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def train(state, data, n, key):
+        return trainer.train(state, data, n, key)
+
+    state = trainer.init(jax.random.PRNGKey(1))
+    for n in (64, 128, 300, 512):
+        state, metrics = train(state, data, jnp.int32(n), jax.random.PRNGKey(n))
+        assert int(metrics["model/num_train"] + metrics["model/num_holdout"]) == n
+    assert state.elites.shape == (2,)
+
+
+def test_nan_data_raises_naming_the_iteration():
+    system = linear_system(3)
+    data, _ = linear_data(jax.random.PRNGKey(0), 256, 0.01, system)
+    data = data.replace(next_obs=data.next_obs.at[17, 1].set(jnp.nan))
+    model = small_model(False, members=2, elites=2)
+    trainer = make_model_trainer(model, ModelTrainConfig(batch_size=32, max_epochs=2))
+    state0 = trainer.init(jax.random.PRNGKey(1))
+    state, metrics = jax.jit(trainer.train)(state0, data, 256, jax.random.PRNGKey(2))
+    with pytest.raises(ModelTrainingError, match="iteration 7.*NaN or inf"):
+        raise_if_failed(metrics, iteration=7)
+    # Params were not touched: no silent NaN params.
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        assert np.all(np.isfinite(leaf))
+    # NaN beyond the valid rows is ignored (unused capacity may hold anything).
+    _, ok = jax.jit(trainer.train)(state0, data, 16, jax.random.PRNGKey(2))
+    raise_if_failed(ok)
+
+
+def test_diverging_loss_raises_and_keeps_finite_params():
+    system = linear_system(4)
+    data, _ = linear_data(jax.random.PRNGKey(0), 256, 0.01, system)
+    model = small_model(True, members=2, elites=2)
+    trainer = make_model_trainer(model, ModelTrainConfig(batch_size=32, max_epochs=5,
+                                                         learning_rate=1e8))
+    state, metrics = jax.jit(trainer.train)(trainer.init(jax.random.PRNGKey(1)), data, 256,
+                                            jax.random.PRNGKey(2))
+    with pytest.raises(ModelTrainingError, match="iteration 2.*diverged"):
+        raise_if_failed(metrics, iteration=2)
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        assert np.all(np.isfinite(leaf))
+
+
+def test_bad_model_config_values():
+    with pytest.raises(ValueError, match="num_elites"):
+        EnsembleConfig(num_members=3, num_elites=5)
+    with pytest.raises(ValueError, match="activation"):
+        EnsembleConfig(activation="sigmoidal")
+    with pytest.raises(ValueError, match="learning_rate"):
+        ModelTrainConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match="multiple of the ensemble size"):
+        model, state = _member_tagged_model(5)
+        rollout(model, state, jnp.zeros(1), jnp.zeros((2, 1)), jax.random.PRNGKey(0),
+                num_particles=7, reward_fn=lambda o, a, n: 0.0)
+    model = small_model(False)
+    with pytest.raises(ValueError, match="model expects obs"):
+        model.predict(model.init(jax.random.PRNGKey(0)), jnp.zeros((4, O + 1)), jnp.zeros((4, A)))
