@@ -6,7 +6,10 @@ from mbjax.models.ensemble import (
     EnsembleParams,
     ModelState,
     Prediction,
+    load_model,
+    model_metadata,
     pddm_ensemble_config,
+    save_model,
 )
 from mbjax.models.training import (
     ModelTrainConfig,
@@ -18,4 +21,5 @@ from mbjax.models.training import (
 
 __all__ = ["EnsembleConfig", "EnsembleModel", "EnsembleParams", "ModelState",
            "ModelTrainConfig", "ModelTrainer", "ModelTrainingError", "Prediction",
-           "make_model_trainer", "pddm_ensemble_config", "raise_if_failed"]
+           "load_model", "make_model_trainer", "model_metadata", "pddm_ensemble_config",
+           "raise_if_failed", "save_model"]

@@ -18,6 +18,7 @@ not a function of the observation).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import jax
@@ -266,3 +267,26 @@ class EnsembleModel:
         return sum(c * 0.5 * jnp.sum(layer["w"] ** 2, axis=(1, 2))
                    for c, layer in zip(decays, params.layers))
 
+
+
+def model_metadata(model: EnsembleModel) -> dict:
+    """What must match for a saved ``ModelState`` to load into ``model``."""
+    return {"kind": "EnsembleModel", "obs_size": model.obs_size,
+            "action_size": model.action_size,
+            "config": json.loads(json.dumps(dataclasses.asdict(model.config)))}
+
+
+def save_model(path, model: EnsembleModel, state: ModelState):
+    """Saves params, normalisers, elites and optimizer state (orbax) with the config."""
+    from mbjax import checkpoint
+
+    return checkpoint.save(path, state, model_metadata(model))
+
+
+def load_model(path, model: EnsembleModel, template: ModelState) -> ModelState:
+    """Loads a ``ModelState`` saved by ``save_model`` for an identically configured model;
+    ``template`` is e.g. ``trainer.init(key)``. A different config or shape raises
+    ``mbjax.checkpoint.CheckpointError`` naming the differing fields."""
+    from mbjax import checkpoint
+
+    return checkpoint.load(path, template, model_metadata(model))
