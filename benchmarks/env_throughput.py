@@ -23,11 +23,11 @@ import argparse
 import json
 from pathlib import Path
 
-import mbjax  # noqa: F401  (XLA flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import mbjax  # noqa: F401  (XLA flags before JAX starts)
 import mbjax.envs as envs
 from mbjax.utils.bench import machine_info, time_call
 

@@ -1,8 +1,9 @@
 """Shared fixtures. Importing mbjax first sets mbjax's CPU XLA flags."""
 
-import mbjax  # noqa: F401  (sets XLA flags before any JAX computation)
 import jax
 import pytest
+
+import mbjax  # noqa: F401  (sets XLA flags before any JAX computation)
 
 CLASSIC_ENVS = ["pendulum", "cartpole_swingup"]
 
