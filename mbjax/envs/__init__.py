@@ -33,7 +33,7 @@ register(
     "pure-JAX continuous cart-pole swing-up (PETS reward)",
 )
 
-from mbjax.envs import brax_envs as _brax_envs  # noqa: E402  (registers the brax tasks)
+from mbjax.envs import brax_envs as _brax_envs  # noqa: E402, F401  (registers the brax tasks)
 
 __all__ = [
     "ActionRepeat", "Env", "EnvError", "EpisodeWrapper", "ObservationExtension", "Policy",
