@@ -21,10 +21,21 @@ env.
 Under ``jit`` pass ``batch_size``/``length`` as static arguments (or close over them),
 and donate the state to ``add`` (``jax.jit(buffer.add, donate_argnums=0)``) so that the
 storage is updated in place rather than copied.
+
+Episode ends: ``add`` stores a bool flag per transition (``done OR truncated`` for a
+:class:`~mbjax.types.Transition`, see ``episode_end_fn`` of :func:`make_replay_buffer`),
+and ``sample_windows`` only returns windows in which no step but the last ends an
+episode. Plain ``sample`` ignores episodes.
+
+Nothing to sample (an empty buffer; no valid window): outside ``jit`` ``sample`` and
+``sample_windows`` raise :class:`ReplayBufferError`. Under ``jit`` this cannot be checked
+without a host round trip, so they return zero-filled or placeholder rows of the right
+shape; guard with ``can_sample`` / ``num_windows`` (e.g. in a ``lax.cond``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -132,6 +143,109 @@ def _leaf_name(path) -> str:
 def _as_arrays(tree: Any) -> Any:
     """Converts every leaf to a JAX array (canonical dtypes, as JAX would store them)."""
     return jax.tree.map(jnp.asarray, tree)
+
+
+# ---------------------------------------------------------------------------------------
+# Compiled kernels. The public functions below validate their inputs in Python (at trace
+# time) and then call these. They are jitted at module level so that an eager call
+# compiles once per shape instead of op by op, and buffers of equal sizes share the
+# compiled code; under an outer ``jit`` or ``scan`` they are simply inlined.
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _add_kernel(state: BufferState, batch: Any, ends: Array, chunk: bool) -> BufferState:
+    """Writes a step ([N, ...], ``chunk=False``) or a chunk ([T, N, ...]) at insert_pos."""
+    C = state.episode_end.shape[0]
+    pos = state.insert_pos
+    if not chunk:  # one step: a dynamic_update_slice at insert_pos
+        steps = 1
+        data = jax.tree.map(
+            lambda d, x: jax.lax.dynamic_update_index_in_dim(d, x, pos, 0), state.data, batch
+        )
+        episode_end = jax.lax.dynamic_update_index_in_dim(state.episode_end, ends, pos, 0)
+    else:  # a chunk: one scatter of the newest min(T, C) steps, wrapping around
+        steps = ends.shape[0]
+        keep = min(steps, C)
+        rows = (pos + (steps - keep) + jnp.arange(keep)) % C
+        data = jax.tree.map(
+            lambda d, x: d.at[rows].set(x[steps - keep :], unique_indices=True),
+            state.data,
+            batch,
+        )
+        episode_end = state.episode_end.at[rows].set(ends[steps - keep :], unique_indices=True)
+    return BufferState(
+        data=data,
+        episode_end=episode_end,
+        insert_pos=((pos + steps) % C).astype(jnp.int32),
+        size=jnp.minimum(state.size + steps, C).astype(jnp.int32),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _sample_kernel(state: BufferState, key: PRNGKey, batch_size: int) -> Any:
+    """Uniform over the size * N valid rows; row 0 of env 0 when empty."""
+    N = state.episode_end.shape[1]
+    num_valid = state.size * N
+    flat = jax.random.randint(key, (batch_size,), 0, jnp.maximum(num_valid, 1))
+    t, e = flat // N, flat % N
+    return jax.tree.map(lambda d: d[t, e], state.data)
+
+
+def _window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
+    """Valid window starts, in chronological order.
+
+    Let ``o = (insert_pos - size) mod C`` be the oldest row and ``end[i, e]`` the
+    episode-end flag of the i-th oldest row of env e. A window of ``L = length`` steps
+    starting at the i-th oldest row is valid iff
+
+        i + L <= size                        (inside the data: no seam, no empty rows)
+        sum_{j=i}^{i+L-2} end[j, e] = 0      (only its last step may end an episode)
+
+    The sum is ``S[i+L-1] - S[i]`` with the prefix sums ``S[k] = sum_{j<k} end[j]``.
+
+    Returns:
+      (mask, oldest): bool [C, N] over (i, e) and the int32 [] oldest row ``o``.
+    """
+    C, N = state.episode_end.shape
+    oldest = (state.insert_pos - state.size) % C
+    order = (oldest + jnp.arange(C)) % C
+    ends = state.episode_end[order].astype(jnp.int32)  # [C, N], oldest row first
+    starts = jnp.arange(C)
+    mask = jnp.broadcast_to((starts + length <= state.size)[:, None], (C, N))
+    if length > 1:
+        prefix = jnp.concatenate(
+            [jnp.zeros((1, N), jnp.int32), jnp.cumsum(ends, axis=0)], axis=0
+        )  # [C + 1, N]
+        inner_ends = prefix[length - 1 : C] - prefix[: C - length + 1]  # [C - L + 1, N]
+        no_inner_end = jnp.concatenate(
+            [inner_ends == 0, jnp.zeros((length - 1, N), bool)], axis=0
+        )
+        mask = mask & no_inner_end
+    return mask, oldest
+
+
+@functools.partial(jax.jit, static_argnames=("length",))
+def _num_windows_kernel(state: BufferState, length: int) -> Array:
+    mask, _ = _window_starts(state, length)
+    return jnp.sum(mask, dtype=jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "length"))
+def _sample_windows_kernel(
+    state: BufferState, key: PRNGKey, batch_size: int, length: int
+) -> tuple[Any, Array]:
+    """Returns (windows with leaves [B, L, ...], number of valid starts)."""
+    C, N = state.episode_end.shape
+    mask, oldest = _window_starts(state, length)
+    prefix = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)  # [C * N], (i, e) row-major
+    count = prefix[-1]
+    u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count, 1))
+    flat = jnp.searchsorted(prefix, u, side="right")
+    flat = jnp.where(count > 0, flat, 0)
+    i, e = flat // N, flat % N
+    rows = (oldest + i[:, None] + jnp.arange(length)[None, :]) % C  # [B, L]
+    windows = jax.tree.map(lambda d: d[rows, e[:, None]], state.data)
+    return windows, count
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,35 +429,9 @@ def make_replay_buffer(
         check_state(state, "add")
         batch = _as_arrays(batch)
         chunk_len = check_batch(state, batch)
-        if chunk_len is None:  # one step: a dynamic_update_slice at insert_pos
-            ends = episode_ends(batch, 1)
-            pos = state.insert_pos
-            data = jax.tree.map(
-                lambda d, x: jax.lax.dynamic_update_index_in_dim(d, x, pos, 0),
-                state.data,
-                batch,
-            )
-            episode_end = jax.lax.dynamic_update_index_in_dim(state.episode_end, ends, pos, 0)
-            steps = 1
-        else:  # a chunk: one scatter of the newest min(T, C) steps, wrapping around
-            ends = episode_ends(batch, 2)
-            steps = chunk_len
-            keep = min(chunk_len, C)
-            rows = (state.insert_pos + (chunk_len - keep) + jnp.arange(keep)) % C
-            data = jax.tree.map(
-                lambda d, x: d.at[rows].set(x[chunk_len - keep :], unique_indices=True),
-                state.data,
-                batch,
-            )
-            episode_end = state.episode_end.at[rows].set(
-                ends[chunk_len - keep :], unique_indices=True
-            )
-        return BufferState(
-            data=data,
-            episode_end=episode_end,
-            insert_pos=((state.insert_pos + steps) % C).astype(jnp.int32),
-            size=jnp.minimum(state.size + steps, C).astype(jnp.int32),
-        )
+        chunk = chunk_len is not None
+        ends = episode_ends(batch, 2 if chunk else 1)
+        return _add_kernel(state, batch, ends, chunk=chunk)
 
     # -- uniform sampling -----------------------------------------------------------------
     def can_sample(state: BufferState, min_size: int = 1) -> Array:
@@ -376,10 +464,7 @@ def make_replay_buffer(
                 "sample: the buffer is empty (size 0); add transitions first, or check "
                 "`can_sample(state)`."
             )
-        num_valid = state.size * N
-        flat = jax.random.randint(key, (batch_size,), 0, jnp.maximum(num_valid, 1))
-        t, e = flat // N, flat % N
-        return jax.tree.map(lambda d: d[t, e], state.data)
+        return _sample_kernel(state, key, batch_size=batch_size)
 
     # -- window sampling ------------------------------------------------------------------
     def check_length(length: Any, where: str) -> int:
@@ -391,43 +476,14 @@ def make_replay_buffer(
             )
         return length
 
-    def window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
-        """Valid window starts in chronological order.
-
-        Let ``o = (insert_pos - size) mod C`` be the oldest row and ``end[i, e]`` the
-        episode-end flag of the i-th oldest row of env e. A window of ``L = length``
-        steps starting at the i-th oldest row is valid iff
-
-            i + L <= size                        (inside the data: no seam, no empty rows)
-            sum_{j=i}^{i+L-2} end[j, e] = 0      (only its last step may end an episode)
-
-        The sum is ``S[i+L-1] - S[i]`` with the prefix sums ``S[k] = sum_{j<k} end[j]``.
-
-        Returns:
-          (mask, oldest): bool [C, N] over (i, e) and the int32 [] oldest row ``o``.
-        """
+    def check_episode_info(state: BufferState, where: str) -> None:
         if resolve_episode_end_fn(state.data) is None:
             raise ReplayBufferError(
-                "sample_windows: this buffer's data has no episode-end information, so "
-                "windows could silently span episodes. Store a Transition or a dict with "
-                "'done' (and 'truncated'), or pass `episode_end_fn` to make_replay_buffer "
+                f"{where}: this buffer's data has no episode-end information, so windows "
+                "could silently span episodes. Store a Transition or a dict with 'done' "
+                "(and 'truncated'), or pass `episode_end_fn` to make_replay_buffer "
                 "(mbjax.buffers.no_episode_ends treats each env's stream as one episode)."
             )
-        oldest = (state.insert_pos - state.size) % C
-        order = (oldest + jnp.arange(C)) % C
-        ends = state.episode_end[order].astype(jnp.int32)  # [C, N], oldest row first
-        starts = jnp.arange(C)
-        mask = jnp.broadcast_to((starts + length <= state.size)[:, None], (C, N))
-        if length > 1:
-            prefix = jnp.concatenate(
-                [jnp.zeros((1, N), jnp.int32), jnp.cumsum(ends, axis=0)], axis=0
-            )  # [C + 1, N]
-            inner_ends = prefix[length - 1 : C] - prefix[: C - length + 1]  # [C - L + 1, N]
-            no_inner_end = jnp.concatenate(
-                [inner_ends == 0, jnp.zeros((length - 1, N), bool)], axis=0
-            )
-            mask = mask & no_inner_end
-        return mask, oldest
 
     def num_windows(state: BufferState, length: int) -> Array:
         """int32 []: the number of valid window starts of ``length`` steps (all envs).
@@ -437,14 +493,14 @@ def make_replay_buffer(
         """
         check_state(state, "num_windows")
         length = check_length(length, "num_windows")
-        mask, _ = window_starts(state, length)
-        return jnp.sum(mask, dtype=jnp.int32)
+        check_episode_info(state, "num_windows")
+        return _num_windows_kernel(state, length=length)
 
     def sample_windows(state: BufferState, key: PRNGKey, batch_size: int, length: int) -> Any:
         """Samples windows of ``length`` consecutive steps of one env, within one episode.
 
         A window is ``data[t_0 .. t_0 + L - 1 (mod C), e]`` for a start ``(t_0, e)`` drawn
-        uniformly, with replacement, from the valid starts of :func:`window_starts`:
+        uniformly, with replacement, from the valid starts (see ``_window_starts``):
         consecutive steps of env e, entirely among the stored rows (never across the
         seam between the newest and the oldest row), and no step but the last ends an
         episode (``done`` or ``truncated``). Draw: with the flattened mask m and its
@@ -470,21 +526,15 @@ def make_replay_buffer(
         check_state(state, "sample_windows")
         batch_size = _check_positive_int(batch_size, "batch_size", "sample_windows")
         length = check_length(length, "sample_windows")
-        mask, oldest = window_starts(state, length)
-        prefix = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)  # [C * N], (i, e) row-major
-        count = prefix[-1]
+        check_episode_info(state, "sample_windows")
+        windows, count = _sample_windows_kernel(state, key, batch_size=batch_size, length=length)
         if not _is_tracer(count) and int(count) == 0:
             raise ReplayBufferError(
                 f"sample_windows: no valid window of length {length} (size {int(state.size)}"
                 f" rows per env); every candidate crosses an episode end or the data's "
                 "end. Check `num_windows(state, length)` first."
             )
-        u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count, 1))
-        flat = jnp.searchsorted(prefix, u, side="right")
-        flat = jnp.where(count > 0, flat, 0)
-        i, e = flat // N, flat % N
-        rows = (oldest + i[:, None] + jnp.arange(length)[None, :]) % C  # [B, L]
-        return jax.tree.map(lambda d: d[rows, e[:, None]], state.data)
+        return windows
 
     # -- persistence ----------------------------------------------------------------------
     def load(path: Any, example: Any) -> BufferState:

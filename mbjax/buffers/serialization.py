@@ -168,7 +168,8 @@ def load(path: str | os.PathLike, template: BufferState) -> BufferState:
     want_c, want_n = (int(s) for s in template.episode_end.shape)
     expected, treedef = jax.tree_util.tree_flatten_with_path(template)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Open the file ourselves: np.load leaks its handle when the archive is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             schema = _read_schema(archive, path)
             got_c, got_n = int(schema["capacity_per_env"]), int(schema["num_envs"])
             if (got_c, got_n) != (want_c, want_n):
