@@ -116,3 +116,11 @@ def test_invalid_wrapper_arguments():
         envs.ActionRepeat(base, 0)
     with pytest.raises(ValueError, match="num_envs"):
         envs.VmapWrapper(base, 0)
+
+
+def test_vmap_wrapper_accepts_typed_and_raw_key_batches():
+    env = envs.VmapWrapper(envs.make("pendulum"), 3)
+    typed = env.reset(jax.random.split(jax.random.key(0), 3))
+    raw = env.reset(jax.random.split(jax.random.PRNGKey(0), 3))
+    single = env.reset(jax.random.key(1))
+    assert typed.obs.shape == raw.obs.shape == single.obs.shape == (3, 3)

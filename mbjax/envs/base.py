@@ -167,7 +167,8 @@ class Env(abc.ABC):
     # -- dynamics -----------------------------------------------------------------------
     def reset(self, key: PRNGKey) -> State:
         """Samples an initial state. key: PRNG key; returns an unbatched ``State``."""
-        if getattr(key, "shape", None) not in ((2,), ()):
+        typed = jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
+        if getattr(key, "shape", None) != (() if typed else (2,)):
             raise EnvError(
                 f"{self.name}: reset takes one PRNG key (shape (2,) or a typed key), got "
                 f"shape {getattr(key, 'shape', None)}; use VmapWrapper for a batch of keys."

@@ -279,7 +279,9 @@ class VmapWrapper(Wrapper):
         self.num_envs = int(num_envs)
 
     def reset(self, key: PRNGKey) -> State:
-        keys = key if key.ndim == 2 else jax.random.split(key, self.num_envs)
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        batched = key.ndim == (1 if typed else 2)
+        keys = key if batched else jax.random.split(key, self.num_envs)
         if keys.shape[0] != self.num_envs:
             raise EnvError(f"{self.name}: got {keys.shape[0]} reset keys for "
                            f"{self.num_envs} environments")
