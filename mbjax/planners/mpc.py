@@ -1,0 +1,90 @@
+"""Executing plans in an environment: open-loop and closed-loop MPC, both as ``lax.scan``.
+
+* ``open_loop``: plan once from the start state, then execute the whole plan (H steps).
+* ``mpc``: replan every ``replan_every`` steps (1 = classic MPC) from the current state
+  with the warm-started planner state, execute the first ``replan_every`` actions of
+  the plan, repeat; ``num_steps`` must be a multiple of ``replan_every``.
+
+Both return the transitions for data aggregation (``mbjax.types.Transition``, leading time
+axis) and the planner infos. For N environments pass a batched env
+(``VmapWrapper``/``wrap_for_training``) and a batched planner (``planners.batch``).
+``observe(env_state)`` says what the planner starts from: the observation (learned model,
+the default) or the env ``State`` itself (planning on the true simulator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+from mbjax.envs.acting import transition
+from mbjax.envs.base import Env, State
+from mbjax.planners.base import Planner
+from mbjax.types import PRNGKey
+
+
+def _obs(state: State):
+    return state.obs
+
+
+def _execute(env: Env, env_state: State, actions):
+    """Steps ``env`` through actions [k, ...] (time first); returns (state, transitions)."""
+
+    def body(s, a):
+        ns = env.step(s, a)
+        return ns, transition(s, a, ns)
+
+    return jax.lax.scan(body, env_state, actions)
+
+
+def mpc(env: Env, planner: Planner, params, objective_params, env_state: State,
+        planner_state, key: PRNGKey, num_steps: int, replan_every: int = 1,
+        observe: Callable = _obs):
+    """Closed-loop MPC for ``num_steps`` env steps; see the module docstring.
+
+    Returns (env_state, planner_state, transitions [T, ...], infos [T / k, ...]).
+    """
+    if replan_every < 1 or replan_every > planner.horizon:
+        raise ValueError(f"replan_every must be in [1, horizon={planner.horizon}], got "
+                         f"{replan_every}")
+    if num_steps % replan_every:
+        raise ValueError(f"num_steps ({num_steps}) must be a multiple of replan_every "
+                         f"({replan_every})")
+    batched = env_state.obs.ndim == 2
+
+    def replan(carry, key):
+        env_state, planner_state = carry
+        if batched:
+            keys = jax.random.split(key, env_state.obs.shape[0])
+            _, planner_state, info = planner.plan(params, objective_params, planner_state,
+                                                  observe(env_state), keys)
+            actions = info["plan"][:, :replan_every].swapaxes(0, 1)  # [k, N, A]
+        else:
+            _, planner_state, info = planner.plan(params, objective_params, planner_state,
+                                                  observe(env_state), key)
+            actions = info["plan"][:replan_every]
+        env_state, transitions = _execute(env, env_state, actions)
+        return (env_state, planner_state), (transitions, info)
+
+    keys = jax.random.split(key, num_steps // replan_every)
+    (env_state, planner_state), (transitions, infos) = jax.lax.scan(
+        replan, (env_state, planner_state), keys)
+    transitions = jax.tree_util.tree_map(
+        lambda x: x.reshape((num_steps,) + x.shape[2:]), transitions)
+    return env_state, planner_state, transitions, infos
+
+
+def open_loop(env: Env, planner: Planner, params, objective_params, env_state: State,
+              planner_state, key: PRNGKey, observe: Callable = _obs):
+    """Plans once and executes the full plan of H actions without replanning.
+
+    Returns (env_state, transitions [H, ...], info).
+    """
+    batched = env_state.obs.ndim == 2
+    if batched:
+        key = jax.random.split(key, env_state.obs.shape[0])
+    _, _, info = planner.plan(params, objective_params, planner_state, observe(env_state), key)
+    actions = info["plan"].swapaxes(0, 1) if batched else info["plan"]
+    env_state, transitions = _execute(env, env_state, actions)
+    return env_state, transitions, info

@@ -1,0 +1,154 @@
+"""Objectives J(objective_params, obs, actions [N, H, A], key) -> returns [N] for planners.
+
+``make_model_objective`` scores candidate action sequences with rollouts of a learned
+ensemble (``mbjax.models.rollout``):
+
+    J(a) = risk_p( sum_{t<H} gamma^t alive_t (r_t - lambda * u_t - c(a)) + gamma^H alive_H V(s_H) )
+
+over P particles per candidate, where u_t is the ensemble disagreement, c(a) the action
+magnitude / smoothness cost, alive_t = 1 until a predicted termination (a terminated
+trajectory stops accruing reward, plus an optional one-off ``termination_penalty``), and
+risk_p is the mean over particles or mean - k std (``risk_aversion`` k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from mbjax.models.ensemble import EnsembleModel
+from mbjax.models.rollout import check_propagation, rollout_particles
+from mbjax.types import Array, PRNGKey
+
+
+def action_costs(actions: Array, magnitude: float, smoothness: float) -> Array:
+    """c(a) per step for sequences [N, H, A]: magnitude |a_t|^2 + smoothness |a_t - a_{t-1}|^2.
+
+    Returns [N, H] (the first step has no smoothness term).
+    """
+    mag = magnitude * jnp.sum(actions**2, axis=-1)
+    diff = jnp.diff(actions, axis=1)
+    smooth = smoothness * jnp.concatenate(
+        [jnp.zeros(actions.shape[:1] + (1,)), jnp.sum(diff**2, axis=-1)], axis=1)
+    return mag + smooth
+
+
+def discounted_return(rewards: Array, terminated: Array, discount: float,
+                      termination_penalty: float = 0.0,
+                      terminal_values: Array | None = None) -> Array:
+    """sum_t gamma^t alive_t r_t (+ gamma^H alive_H V) for rewards [B, H], terminated [B, H].
+
+    alive_t = prod_{s<t} (1 - terminated_s): the reward of the terminating step counts,
+    later ones do not; ``termination_penalty`` is subtracted once at the terminating step.
+    """
+    horizon = rewards.shape[-1]
+    alive_before = jnp.cumprod(1.0 - terminated, axis=-1)
+    alive_at = jnp.concatenate([jnp.ones_like(alive_before[..., :1]),
+                                alive_before[..., :-1]], axis=-1)
+    gammas = discount ** jnp.arange(horizon)
+    ret = jnp.sum(gammas * alive_at * (rewards - termination_penalty * terminated), axis=-1)
+    if terminal_values is not None:
+        ret = ret + discount**horizon * alive_before[..., -1] * terminal_values
+    return ret
+
+
+def make_model_objective(
+    model: EnsembleModel,
+    reward_fn: Callable | None,
+    termination_fn: Callable | None = None,
+    num_particles: int = 20,
+    propagation: str = "ts_inf",
+    discount: float = 1.0,
+    uncertainty_penalty: float = 0.0,
+    risk_aversion: float = 0.0,
+    terminal_value: Callable[[Array], Array] | None = None,
+    termination_penalty: float = 0.0,
+    action_magnitude_cost: float = 0.0,
+    action_smoothness_cost: float = 0.0,
+    sample: bool = True,
+):
+    """Builds J(model_state, obs [O], actions [N, H, A], key) -> returns [N].
+
+    Args:
+      model: the ensemble; ``model_state`` (its ``ModelState``) is J's first argument.
+      reward_fn, termination_fn: unbatched (obs, action, next_obs) -> []; None uses the
+        model's learned reward / termination heads.
+      num_particles: P particles per candidate (a multiple of E for TS modes; PETS: 20).
+      propagation: "ts_inf" (PETS default), "ts1" or "expectation".
+      discount: gamma per step.
+      uncertainty_penalty: lambda, subtracts lambda * ensemble disagreement per step.
+      risk_aversion: k in mean - k std over particles (0: the mean).
+      terminal_value: V(obs [O]) -> [], added as gamma^H V(s_H) (a pure function).
+      termination_penalty: one-off cost at a predicted termination (PDDM-style).
+      action_magnitude_cost, action_smoothness_cost: weights of c(a).
+      sample: sample next states from the Gaussian head (True) or use member means.
+    """
+    check_propagation(propagation, num_particles, model.num_members)
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount must be in (0, 1], got {discount}")
+    if uncertainty_penalty < 0 or risk_aversion < 0 or termination_penalty < 0:
+        raise ValueError("uncertainty_penalty, risk_aversion and termination_penalty "
+                         "must be >= 0")
+    with_disagreement = uncertainty_penalty > 0
+
+    def objective(model_state, obs: Array, actions: Array, key: PRNGKey) -> Array:
+        n, horizon, _ = actions.shape
+        p = num_particles
+        obs0 = jnp.broadcast_to(obs, (n * p,) + obs.shape)
+        acts = jnp.repeat(actions, p, axis=0)  # particle b = candidate b // P
+        out = rollout_particles(model, model_state, obs0, acts, key, reward_fn,
+                                termination_fn, propagation, sample, with_disagreement)
+        rewards = out.reward - uncertainty_penalty * out.disagreement
+        rewards = rewards - action_costs(acts, action_magnitude_cost, action_smoothness_cost)
+        values = None
+        if terminal_value is not None:
+            values = jax.vmap(terminal_value)(out.obs[:, -1])
+        ret = discounted_return(rewards, out.terminated, discount, termination_penalty,
+                                values).reshape(n, p)
+        if risk_aversion > 0:
+            return ret.mean(-1) - risk_aversion * ret.std(-1)
+        return ret.mean(-1)
+
+    return objective
+
+
+def make_sequence_objective(step_fn: Callable, reward_fn: Callable, discount: float = 1.0,
+                            termination_fn: Callable | None = None):
+    """J for a known deterministic dynamics ``step_fn(params, x, a) -> x'`` (e.g. an env's
+    pure ``dynamics`` or a linear system): returns of actions [N, H, A] from x [S].
+
+    ``reward_fn(x, a, x')`` and ``termination_fn`` act on the state ``step_fn`` uses.
+    """
+
+    def single(params, x, actions):
+        def body(x, a):
+            nx = step_fn(params, x, a)
+            term = termination_fn(x, a, nx) if termination_fn is not None else 0.0
+            return nx, (reward_fn(x, a, nx), term)
+
+        _, (rewards, term) = jax.lax.scan(body, x, actions)
+        return discounted_return(rewards, jnp.asarray(term, jnp.float32) * jnp.ones_like(
+            rewards), discount)
+
+    def objective(params, x, actions, key):
+        del key
+        return jax.vmap(single, in_axes=(None, None, 0))(params, x, actions)
+
+    return objective
+
+
+def make_env_objective(env, discount: float = 1.0, termination_penalty: float = 0.0):
+    """J for planning on the true simulator: returns of actions [N, H, A] when ``env`` is
+    stepped from the env ``State`` given as J's ``obs`` (N parallel copies of the env, e.g.
+    N parallel MJX simulations). ``objective_params`` is unused (pass None). ``env`` must
+    not auto-reset (use the task env, not ``wrap_for_training``)."""
+    from mbjax.models.true_dynamics import simulate
+
+    def objective(objective_params, state, actions, key):
+        del objective_params, key
+        out = simulate(env, state, actions)
+        return discounted_return(out.reward, out.terminated, discount, termination_penalty)
+
+    return objective

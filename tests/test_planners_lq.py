@@ -1,0 +1,101 @@
+"""Planners find the optimum of linear-quadratic problems (known answer by least squares)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mbjax.planners as P
+
+H, S, A = 10, 3, 2
+LOW, HIGH = -jnp.full(A, 4.0), jnp.full(A, 4.0)
+
+
+def lq_problem(seed):
+    """x' = F x + G u; J = -(sum_{t=1..H} x_t' Q x_t + sum_t u_t' R u_t); optimum by LS."""
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    f = jnp.eye(S) + 0.15 * jax.random.normal(k1, (S, S))
+    g = 0.5 * jax.random.normal(k2, (S, A))
+    x0 = jax.random.normal(k3, (S,))
+    q, r = jnp.eye(S), 0.1 * jnp.eye(A)
+
+    def step(params, x, u):
+        return f @ x + g @ u
+
+    def reward(x, u, nx):
+        return -(nx @ q @ nx + u @ r @ u)
+
+    objective = P.make_sequence_objective(step, reward)
+    # Stacked prediction x_{1..H} = M u + c, solved in float64 with numpy.
+    fn, gn, x0n = (np.asarray(v, np.float64) for v in (f, g, x0))
+    m = np.zeros((H * S, H * A))
+    c = np.zeros(H * S)
+    for t in range(1, H + 1):
+        c[(t - 1) * S:t * S] = np.linalg.matrix_power(fn, t) @ x0n
+        for s in range(t):
+            m[(t - 1) * S:t * S, s * A:(s + 1) * A] = np.linalg.matrix_power(fn, t - 1 - s) @ gn
+    qbar = np.kron(np.eye(H), np.asarray(q))
+    rbar = np.kron(np.eye(H), np.asarray(r))
+    u_opt = -np.linalg.solve(m.T @ qbar @ m + rbar, m.T @ qbar @ c)
+    assert np.all(np.abs(u_opt) < 4.0)  # bounds do not bind
+    cost = lambda u: float(-objective(None, x0, jnp.asarray(u, jnp.float32).reshape(1, H, A),
+                                      None)[0])
+    return objective, x0, u_opt.reshape(H, A), cost
+
+
+def _run(planner, params, x0, seed=0):
+    state = planner.init(jax.random.PRNGKey(seed))
+    _, _, info = jax.jit(planner.plan)(params, None, state, x0, jax.random.PRNGKey(seed))
+    return info["plan"]
+
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gradient_planner_within_1_percent(seed):
+    objective, x0, u_opt, cost = lq_problem(seed)
+    planner = P.make_gradient_planner(objective, LOW, HIGH, P.GradientConfig(
+        horizon=H, num_restarts=4, iterations=1000, bound="projection"),
+        P.GradientParams(learning_rate=0.05))
+    plan = _run(planner, planner.default_params, x0)
+    assert cost(plan) <= 1.01 * cost(u_opt), (cost(plan), cost(u_opt))
+
+
+def _sampling_planner(name, objective):
+    """Settings that converge on 20-D LQ problems (more samples than a 7-step MPC needs)."""
+    if name == "cem":
+        return P.make_cem(objective, LOW, HIGH, P.CEMConfig(
+            horizon=H, population=2000, num_elites=100, iterations=30),
+            P.CEMParams(alpha=0.1, init_std_scale=0.5))
+    if name == "icem":
+        return P.make_icem(objective, LOW, HIGH, P.ICEMConfig(
+            horizon=H, population=2000, num_elites=100, iterations=20, population_decay=1.0),
+            P.ICEMParams(noise_exponent=0.0, init_std_scale=0.5))
+    if name == "mppi":
+        return P.make_mppi(objective, LOW, HIGH, P.MPPIConfig(
+            horizon=H, population=1000, iterations=30),
+            P.MPPIParams(kappa=10.0, beta=1.0, sigma=0.1))
+    return P.make_cem_gradient(objective, LOW, HIGH, P.CEMConfig(
+        horizon=H, population=200, num_elites=20, iterations=5), num_refine=4,
+        refine_iterations=400, params=P.CEMGradientParams(learning_rate=0.05))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", ["cem", pytest.param("icem", marks=pytest.mark.slow),
+                                  "mppi", "cem_gradient"])
+def test_sampling_planners_within_5_percent(seed, name):
+    objective, x0, u_opt, cost = lq_problem(seed)
+    planner = _sampling_planner(name, objective)
+    plan = _run(planner, planner.default_params, x0)
+    zero = cost(np.zeros((H, A)))
+    assert cost(plan) <= 1.05 * cost(u_opt), (name, cost(plan), cost(u_opt), zero)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_shooting_beats_zero_sequence(seed):
+    objective, x0, u_opt, cost = lq_problem(seed)
+    planner = P.make_random_shooting(objective, LOW / 2, HIGH / 2, P.RandomShootingConfig(
+        horizon=H, population=2000, distribution="gaussian"))
+    plan = _run(planner, planner.default_params, x0)
+    assert cost(plan) < cost(np.zeros((H, A)))
