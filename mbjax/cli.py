@@ -1,7 +1,14 @@
-"""The ``mbjax`` command line: ``mbjax envs``, ``mbjax rollout [--env ...]``.
+"""The ``mbjax`` command line.
+
+  mbjax train [PRESET] [--any.config.field VALUE ...]   train (default preset: pddm-cpu)
+  mbjax train --resume RUN_DIR                          continue a run
+  mbjax eval RUN_DIR                                    MPC episodes with a run's model
+  mbjax presets | mbjax envs                            list presets / environments
+  mbjax rollout [--env ...]                             random-policy rollout report
+  mbjax diagnostics [--env ...]                         model error, k-step error, calibration
 
 Every config field is a flag (tyro, from the frozen dataclasses); ``--help`` lists them
-with defaults and docs.
+with defaults and docs. Invalid values fail before any compilation, naming the field.
 """
 
 from __future__ import annotations
@@ -11,51 +18,107 @@ import sys
 
 import tyro
 
+from mbjax.checkpoint import CheckpointError
 from mbjax.demo import RolloutConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class EnvsCommand:
-    """List the registered environments."""
+USAGE = __doc__
 
 
-def _envs() -> None:
+def _envs() -> int:
     import mbjax.envs as envs
 
     for name, desc in envs.describe().items():
         print(f"{name:20s} {desc}")
     print(f"{'playground/<Name>':20s} any MuJoCo Playground env (extra 'playground'; "
           "learned reward)")
+    return 0
+
+
+def _presets() -> int:
+    from mbjax.training import presets
+
+    for name, cfg in presets.PRESETS.items():
+        default = "  (default)" if name == presets.DEFAULT_PRESET else ""
+        print(f"{name:24s} {cfg.env.name:18s} {cfg.planner.kind:16s} "
+              f"{cfg.num_iterations:4d} iterations{default}")
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    from mbjax.training import presets
+    from mbjax.training.run import run
+
+    resume = None
+    if "--resume" in argv:
+        i = argv.index("--resume")
+        if i + 1 >= len(argv):
+            raise ValueError("--resume needs a run directory")
+        resume = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+        if not argv:
+            run(None, resume=resume)
+            return 0
+    if not argv or argv[0] not in presets.PRESETS and argv[0] not in ("-h", "--help"):
+        if argv and not argv[0].startswith("-"):
+            raise KeyError(f"unknown preset {argv[0]!r}; valid presets: "
+                           f"{', '.join(presets.PRESETS)}")
+        argv = [presets.DEFAULT_PRESET] + argv
+    config = tyro.extras.overridable_config_cli(
+        {name: (f"{cfg.env.name} / {cfg.planner.kind}", cfg)
+         for name, cfg in presets.PRESETS.items()},
+        args=argv, prog="mbjax train",
+        description="Model-based RL: prefill, then fit model -> MPC episodes -> aggregate.")
+    config = dataclasses.replace(config)  # re-run validation of the top level
+    import mbjax.envs as envs
+
+    envs.make(config.env.name)  # unknown env names fail here, before any compilation
+    run(config, resume=resume)
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    from mbjax.training.run import evaluate
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: mbjax eval RUN_DIR", file=sys.stderr)
+        return 2
+    evaluate(argv[0])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mbjax`` script."""
-    commands = {
-        "rollout": RolloutConfig,
-        "envs": EnvsCommand,
-    }
-    descriptions = {
-        "rollout": "Random-policy rollout report of an environment (writes JSON + PNG).",
-        "envs": "List the registered environments.",
-    }
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        commands,
-        args=sys.argv[1:] if argv is None else argv,
-        description="mbjax: model-based RL in JAX. " + " ".join(
-            f"[{k}] {v}" for k, v in descriptions.items()),
-    )
-    if isinstance(cfg, EnvsCommand):
-        _envs()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
         return 0
+    command, rest = argv[0], argv[1:]
     try:
-        if isinstance(cfg, RolloutConfig):
+        if command == "train":
+            return _train(rest)
+        if command == "eval":
+            return _eval(rest)
+        if command == "presets":
+            return _presets()
+        if command == "envs":
+            return _envs()
+        if command == "diagnostics":
+            from mbjax.models.diagnostics import DiagnosticsConfig, run_diagnostics
+
+            run_diagnostics(tyro.cli(DiagnosticsConfig, args=rest, prog="mbjax diagnostics"))
+            return 0
+        if command == "rollout":
             from mbjax.demo import run_rollout_report
 
+            cfg = tyro.cli(RolloutConfig, args=rest, prog="mbjax rollout")
             run_rollout_report(cfg)
-    except (ValueError, KeyError, TypeError) as err:
+            return 0
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError,
+            CheckpointError) as err:
         print(f"mbjax: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
-    return 0
+    print(f"mbjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ MPC_PLANNERS = {
     "random_shooting": lambda obj, lo, hi: P.make_random_shooting(
         obj, lo, hi, P.RandomShootingConfig(horizon=20, population=400)),
     "cem": lambda obj, lo, hi: P.make_cem(obj, lo, hi, P.CEMConfig(
-        horizon=20, population=200, num_elites=20, iterations=4)),
+        horizon=30, population=200, num_elites=20, iterations=5)),
     "mppi": lambda obj, lo, hi: P.make_mppi(obj, lo, hi, P.MPPIConfig(
         horizon=20, population=200, iterations=2), P.MPPIParams(kappa=1.0, beta=0.7,
                                                                  sigma=1.0)),
