@@ -533,3 +533,18 @@ def test_load_missing_and_corrupt_files(tmp_path):
         buffer.load(other, example())
     with pytest.raises(FileNotFoundError, match=r"directory"):
         save(tmp_path / "missing_dir" / "b.npz", fill(buffer, 1))
+
+
+def test_as_dataset_puts_valid_rows_first():
+    import mbjax.buffers as B
+    from mbjax.types import Transition
+
+    buf = B.make_replay_buffer(capacity=12, num_envs=3)
+    ex = Transition(obs=jnp.zeros(2), action=jnp.zeros(1), reward=jnp.zeros(()),
+                    next_obs=jnp.zeros(2), done=jnp.zeros(()), truncated=jnp.zeros(()))
+    state = buf.init(ex)
+    chunk = jax.tree_util.tree_map(lambda x: jnp.ones((2, 3) + x.shape), ex)
+    state = buf.add(state, chunk)
+    data, n = B.as_dataset(state)
+    assert data.obs.shape == (12, 2) and int(n) == 6
+    assert float(data.obs[:6].min()) == 1.0 and float(jnp.abs(data.obs[6:]).max()) == 0.0

@@ -8,6 +8,7 @@
 from mbjax.buffers.replay import (
     EpisodeEndFn,
     ReplayBuffer,
+    as_dataset,
     make_replay_buffer,
     mapping_episode_end,
     no_episode_ends,
@@ -18,6 +19,6 @@ from mbjax.buffers.state import BufferFileError, BufferState, ReplayBufferError
 
 __all__ = [
     "BufferFileError", "BufferState", "EpisodeEndFn", "ReplayBuffer", "ReplayBufferError",
-    "load", "make_replay_buffer", "mapping_episode_end", "no_episode_ends", "save",
+    "as_dataset", "load", "make_replay_buffer", "mapping_episode_end", "no_episode_ends", "save",
     "transition_episode_end",
 ]

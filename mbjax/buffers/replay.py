@@ -555,3 +555,16 @@ def make_replay_buffer(
         capacity_per_env=C,
         num_envs=N,
     )
+
+
+def as_dataset(state: BufferState) -> tuple[Any, Array]:
+    """The buffer's contents as a flat dataset for model training.
+
+    Returns (data with leaves [C * N, ...], num_valid []): the first ``num_valid = size * N``
+    rows are the valid transitions (rows [0, size) of every env, in storage order), the
+    rest is unused capacity. Shapes are static, so a trainer compiled on it never
+    recompiles as the buffer fills (see ``mbjax.models.training``).
+    """
+    data = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), state.data)
+    num_envs = state.episode_end.shape[1]
+    return data, state.size * num_envs

@@ -1,0 +1,198 @@
+"""The compiled MBRL loop: learning, seeds, trace counts, checkpoint/resume, CLI."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mbjax.envs as envs
+from mbjax.checkpoint import CheckpointError
+from mbjax.cli import main
+from mbjax.models import EnsembleConfig, ModelTrainConfig
+from mbjax.training import EnvConfig, PlannerConfig, TrainConfig, make_train
+from mbjax.training.run import list_checkpoints, read_metrics, run
+
+TINY = TrainConfig(
+    preset="tiny",
+    env=EnvConfig(name="pendulum", episode_length=50),
+    model=EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
+                         probabilistic=False, weight_decay=()),
+    model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
+    planner=PlannerConfig(kind="mppi", horizon=10, population=32, kappa=1.0, beta=0.7,
+                          sigma=1.0, num_particles=2),
+    num_envs=2, num_iterations=3, buffer_capacity=2000,
+)
+
+
+def _metrics_without_time(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+@pytest.mark.slow
+def test_pddm_learns_pendulum_swing_up():
+    """Short PDDM-style run: the MPC return rises from random-policy level (~-1200 over
+    200 steps; zero torque from hanging down ~-2000) to near the hand-designed expert
+    (-120..-400 depending on the start; see tests/test_planners.py)."""
+    cfg = dataclasses.replace(
+        TINY, env=EnvConfig(name="pendulum"),
+        model=EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
+                             probabilistic=False, weight_decay=()),
+        model_train=ModelTrainConfig(batch_size=64, max_epochs=20),
+        planner=PlannerConfig(kind="mppi", horizon=25, population=128, kappa=1.0, beta=0.7,
+                              sigma=1.0, num_particles=3),
+        num_iterations=5, buffer_capacity=10_000)
+    trainer = make_train(cfg)
+    _, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
+    returns = np.asarray(metrics["return_mean"])
+    assert returns[0] < -700, returns  # the first MPC episode uses a random-data model
+    assert returns[-2:].max() > -400, returns
+
+
+def test_k_seeds_equal_k_single_seed_runs():
+    trainer = make_train(dataclasses.replace(TINY, num_iterations=2))
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(7)])
+    _, batched = jax.jit(jax.vmap(trainer.train))(keys)
+    train = jax.jit(trainer.train)
+    for i in range(2):
+        _, single = train(keys[i])
+        for k in ("return_mean", "model/train_loss", "env_steps"):
+            np.testing.assert_allclose(batched[k][i], single[k], rtol=2e-4, atol=1e-4)
+
+
+def test_each_piece_compiles_once_over_iterations():
+    counts = {"step": 0, "reset": 0}
+
+    class CountingPendulum(envs.classic.Pendulum):
+        def _step(self, state, action):
+            counts["step"] += 1
+            return super()._step(state, action)
+
+        def _reset(self, key):
+            counts["reset"] += 1
+            return super()._reset(key)
+
+    trainer = make_train(TINY, task_env=CountingPendulum())
+    chex.clear_trace_counter()
+    iteration = jax.jit(chex.assert_max_traces(trainer.train_iteration, n=1))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    after_init = dict(counts)
+    for _ in range(3):
+        state, _ = iteration(state)
+    # One trace of the iteration: env.step traced once in MPC (the planner's objective is
+    # the model, not the env), reset once per fresh auto-reset + once per episode start.
+    assert counts["step"] - after_init["step"] == 1
+    assert counts["reset"] - after_init["reset"] == 2
+    assert int(state.iteration) == 3
+
+
+def test_resume_after_stop_equals_uninterrupted(tmp_path):
+    full = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="full")
+    run(full)
+    part = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="part")
+    run(part, stop_after=1)
+    assert len(read_metrics(tmp_path / "part")) == 1
+    run(None, resume=tmp_path / "part")
+    a = _metrics_without_time(read_metrics(tmp_path / "full"))
+    b = _metrics_without_time(read_metrics(tmp_path / "part"))
+    assert len(a) == 3 and a == b
+
+
+def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=2)
+    run(cfg)
+    other = dataclasses.replace(cfg, planner=dataclasses.replace(cfg.planner, horizon=12))
+    with pytest.raises(ValueError, match=r"planner.horizon: run has 10, given 12"):
+        run(other, resume=tmp_path / "r")
+    # A checkpoint of another config (copied in from elsewhere) names the differing field.
+    ckpts = list_checkpoints(tmp_path / "r")
+    assert [p.name for p in ckpts] == ["iter_000001", "iter_000002"]
+    from mbjax import checkpoint
+    from mbjax.training.run import config_to_dict
+
+    trainer = make_train(other)
+    template = jax.eval_shape(jax.vmap(trainer.init), jnp.stack([jax.random.PRNGKey(0)]))
+    with pytest.raises(CheckpointError, match="planner.horizon: checkpoint 10, expected 12"):
+        checkpoint.load(ckpts[-1], template, {"config": config_to_dict(other),
+                                              "iteration": 2})
+    # Corrupt the newest checkpoint: a clear message, and the previous one still loads.
+    for f in (ckpts[-1] / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage" * 8)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(ckpts[-1], jax.eval_shape(
+            jax.vmap(make_train(cfg).init), jnp.stack([jax.random.PRNGKey(0)])),
+            {"config": config_to_dict(cfg), "iteration": 2})
+    summary = run(None, resume=tmp_path / "r")  # falls back to iter_000001, reruns iter 2
+    assert summary["iterations"] == 2
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_gives_identical_metrics(tmp_path):
+    args = ["train", "pddm-cpu", "--env.episode-length", "50", "--num-iterations", "6",
+            "--num-envs", "2", "--num-seeds", "1", "--planner.horizon", "10",
+            "--planner.population", "32", "--model-train.max-epochs", "5",
+            "--buffer-capacity", "2000", "--out-dir", str(tmp_path)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "mbjax.cli", *args, "--run-name", "killed"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "killed"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill once at least two iterations were checkpointed
+        if len(list_checkpoints(run_dir)) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_metrics(run_dir))
+    assert 0 < done_before < 6, done_before
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert main(args + ["--run-name", "clean"]) == 0
+    a = _metrics_without_time(read_metrics(tmp_path / "clean"))
+    b = _metrics_without_time(read_metrics(run_dir))
+    assert len(a) == 6 and a == b
+    shutil.rmtree(tmp_path)
+
+
+def test_cli_train_help_and_bad_values(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "pddm-cpu", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--planner.horizon" in out and "--num-seeds" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--planner.horizon", "0"])
+    assert "planner.horizon must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--planner.num-elites", "900", "--planner.kind", "cem"])
+    assert "num_elites" in capsys.readouterr().err
+    assert main(["train", "--env.name", "nope"]) == 2
+    assert "unknown environment 'nope'" in capsys.readouterr().err
+    assert main(["train", "nopreset"]) == 2
+    assert "valid presets" in capsys.readouterr().err
+    assert main(["presets"]) == 0
+    assert "pddm-cpu" in capsys.readouterr().out
+
+
+def test_run_writes_run_directory(tmp_path):
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=2,
+                              num_seeds=2)
+    summary = run(cfg)
+    run_dir = tmp_path / "r"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["planner"]["horizon"] == 10 and config["num_seeds"] == 2
+    rows = read_metrics(run_dir)
+    assert sorted((r["seed"], r["iteration"]) for r in rows) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert summary["iterations"] == 2 and len(summary["seeds"]) == 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(cfg)
