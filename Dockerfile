@@ -19,4 +19,4 @@ RUN pip install --no-cache-dir ".[cuda,dev]"
 COPY tests ./tests
 COPY benchmarks ./benchmarks
 COPY experiments ./experiments
-CMD ["mbjax", "rollout"]
+CMD ["mbjax", "train"]
