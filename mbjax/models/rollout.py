@@ -163,11 +163,48 @@ def rollout_particles(
         return next_obs, (next_obs, reward, term, dis)
 
     keys = jax.random.split(key, horizon)
+    if propagation == "ts_inf" and not with_disagreement:
+        return _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn,
+                               sample)
     _, (obs_seq, reward, term, dis) = jax.lax.scan(
         body, obs0, (actions.swapaxes(0, 1), keys))
     obs_all = jnp.concatenate([obs0[None], obs_seq], axis=0).swapaxes(0, 1)
     return ModelRollout(obs=obs_all, reward=reward.T, terminated=term.T,
                         disagreement=dis.T)
+
+
+def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn, sample):
+    """TS-inf kept in member-major layout [E, B / E, ...] for the whole scan: one
+    transpose in and out instead of two per step (same distribution as the generic path)."""
+    num_members = model.num_members
+    obs_m = _to_members(obs0, num_members)  # [E, b, O]
+    act_m = jnp.moveaxis(_to_members(actions, num_members), 2, 0)  # [H, E, b, A]
+    per_particle = lambda f: jax.vmap(jax.vmap(f))
+
+    def body(obs, xs):
+        action, key = xs
+        pred = model.predict(state, obs, action)
+        mu, r_mu = pred.next_obs_mean, pred.reward_mean
+        if sample and model.config.probabilistic:
+            k1, k2 = jax.random.split(jax.random.split(key)[1])
+            mu = mu + pred.next_obs_std * jax.random.normal(k1, mu.shape)
+            if r_mu is not None:
+                r_mu = r_mu + pred.reward_std * jax.random.normal(k2, r_mu.shape)
+        reward = per_particle(reward_fn)(obs, action, mu) if reward_fn is not None else r_mu
+        if termination_fn is not None:
+            term = per_particle(termination_fn)(obs, action, mu)
+        elif pred.termination_prob is not None:
+            term = (pred.termination_prob > 0.5).astype(jnp.float32)
+        else:
+            term = jnp.zeros(obs.shape[:2])
+        return mu, (mu, reward, jnp.asarray(term, jnp.float32))
+
+    _, (obs_seq, reward, term) = jax.lax.scan(body, obs_m, (act_m, keys))
+    flat = lambda x: _from_members(jnp.moveaxis(x, 0, 2))  # [H, E, b, ...] -> [B, H, ...]
+    obs_all = jnp.concatenate([obs0[:, None], flat(obs_seq)], axis=1)
+    reward, term = flat(reward), flat(term)
+    return ModelRollout(obs=obs_all, reward=reward, terminated=term,
+                        disagreement=jnp.zeros_like(reward))
 
 
 def rollout(
