@@ -32,7 +32,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import mbjax.planners as P
 from mbjax.models import EnsembleConfig, EnsembleModel
