@@ -283,7 +283,8 @@ def time_mbrl(members: int, width: int, depth: int, batch: int, n: int, repeats:
            "--mbrl-device", device]
     load_before = _load()
     row = {"members": members, "width": width, "depth": depth, "batch": batch,
-           "transitions": n, "tuned_malloc": tuned_malloc}
+           "transitions": n, "tuned_malloc": tuned_malloc, "torch_threads": threads,
+           "device": device}
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -313,8 +314,13 @@ def main() -> None:
     parser.add_argument("--no-mbrl", action="store_true")
     parser.add_argument("--mbrl-all", action="store_true",
                         help="run mbrl-lib at every swept size, not only E=5, W=200")
+    parser.add_argument("--mbrl-repeats", type=int, default=None,
+                        help="timed mbrl-lib epochs (default: --repeats)")
     parser.add_argument("--mbrl-timeout", type=float, default=900.0)
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-threads", nargs="*", type=int, default=[2],
+                        help="mbrl-lib runs once per value (and per malloc setting)")
+    parser.add_argument("--cpus", default=None,
+                        help="pin this process and its children to these CPUs, e.g. 0,1")
     parser.add_argument("--mbrl-device", default=None, help="default: cuda on GPU, else cpu")
     parser.add_argument("--quick", action="store_true",
                         help="E=5, W=200 only; 3 repeats; rollout at E=5, W=200")
@@ -325,9 +331,12 @@ def main() -> None:
     args.widths = args.widths or ([200] if args.quick else [64, 200, 500])
     args.repeats = args.repeats or (3 if args.quick else 5)
 
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.mbrl_worker:
         args.members, args.width, args.batch = args.members[0], args.widths[0], \
             args.batch_sizes[0]
+        args.torch_threads = args.torch_threads[0]
         args.mbrl_device = args.mbrl_device or "cpu"
         mbrl_worker(args)
         return
@@ -339,6 +348,7 @@ def main() -> None:
 
     info = machine_info()
     info["load_avg_start"] = _load()
+    info["cpus_usable"] = len(os.sched_getaffinity(0))
     gpu = jax.default_backend() == "gpu"
     mbrl_device = args.mbrl_device or ("cuda" if gpu else "cpu")
     run_mbrl = not args.no_mbrl and mbrl_available()
@@ -362,15 +372,15 @@ def main() -> None:
                       f" ({r['gflops']:.1f} GFLOP/s, {100 * r['ceiling_fraction']:.0f}% of "
                       f"{c:.0f}), load {r['load_avg'][1][0]}", flush=True)
                 if run_mbrl and (args.mbrl_all or (members == 5 and width == 200)):
-                    for tuned in (False, True):
+                    for threads, tuned in [(t, m) for t in args.torch_threads
+                                           for m in (False, True)]:
                         m = time_mbrl(members, width, args.depth, batch, args.transitions,
-                                      args.repeats, args.torch_threads, mbrl_device, tuned,
-                                      args.mbrl_timeout)
+                                      args.mbrl_repeats or args.repeats, threads, mbrl_device,
+                                      tuned, args.mbrl_timeout)
                         if "epoch_s" in m:
                             m["ratio_vs_ours"] = m["epoch_s"] / r["epoch_s"]
-                            print(f"  mbrl-lib{' (tuned malloc)' if tuned else ''}: "
-                                  f"{m['epoch_s']:.3f} s/epoch -> ours is "
-                                  f"{m['ratio_vs_ours']:.2f}x faster", flush=True)
+                            print(f"  mbrl-lib ({_variant(m)}): {m['epoch_s']:.3f} s/epoch -> "
+                                  f"ours is {m['ratio_vs_ours']:.2f}x faster", flush=True)
                         else:
                             print(f"  mbrl-lib: {m['error']}", flush=True)
                         mbrl_rows.append(m)
@@ -400,6 +410,11 @@ def main() -> None:
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
+def _variant(m: dict) -> str:
+    return (f"{m['device']}, {m['torch_threads']} thread{'s' if m['torch_threads'] > 1 else ''}"
+            f"{', tuned malloc' if m['tuned_malloc'] else ''}")
+
+
 def _print_tables(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -407,25 +422,34 @@ def _print_tables(result) -> None:
     info = result["machine"]
     console = Console(width=180)
     t = Table(title=f"ensemble training, time per epoch ({result['settings']['transitions']} "
-                    f"transitions) on {info['device_kind']} ({info['cpu']}, {info['cpu_count']}"
-                    f" cores, load {info['load_avg_start'][0]} -> {info['load_avg_end'][0]})")
+                    f"transitions) on {info['device_kind']} ({info['cpu']}, "
+                    f"{info['cpus_usable']} usable cores, load {info['load_avg_start'][0]} -> "
+                    f"{info['load_avg_end'][0]})")
     for c in ("E", "width", "batch", "steps", "s/epoch", "1-epoch call s", "GFLOP/s",
-              "ceiling GFLOP/s", "of ceiling", "mbrl-lib s", "ratio", "mbrl-lib tuned s",
-              "ratio"):
+              "ceiling GFLOP/s", "of ceiling"):
         t.add_column(c, justify="right")
     for r in result["training"]:
-        key = (r["members"], r["width"], r["batch"])
-        m = {x["tuned_malloc"]: x for x in result["mbrl_lib"]
-             if (x["members"], x["width"], x["batch"]) == key and "epoch_s" in x}
-        cells = []
-        for tuned in (False, True):
-            cells += ([f"{m[tuned]['epoch_s']:.3f}", f"{m[tuned]['ratio_vs_ours']:.2f}x"]
-                      if tuned in m else ["-", "-"])
         t.add_row(str(r["members"]), str(r["width"]), str(r["batch"]),
                   str(r["steps_per_epoch"]), f"{r['epoch_s']:.3f}",
                   f"{r['one_epoch_call_s']:.3f}", f"{r['gflops']:.1f}",
-                  f"{r['ceiling_gflops']:.1f}", f"{100 * r['ceiling_fraction']:.0f}%", *cells)
+                  f"{r['ceiling_gflops']:.1f}", f"{100 * r['ceiling_fraction']:.0f}%")
     console.print(t)
+    if result["mbrl_lib"]:
+        t = Table(title="mbjax vs mbrl-lib GaussianMLP ensemble, same sizes, one epoch "
+                        "(ratio = mbrl-lib time / mbjax time; > 1: mbjax faster)")
+        for c in ("E", "width", "batch", "mbjax s", "mbrl-lib setting", "mbrl-lib s",
+                  "mbrl-lib GFLOP/s", "ratio"):
+            t.add_column(c, justify="right")
+        ours = {(r["members"], r["width"], r["batch"]): r for r in result["training"]}
+        for m in result["mbrl_lib"]:
+            o = ours[(m["members"], m["width"], m["batch"])]
+            ok = "epoch_s" in m
+            t.add_row(str(m["members"]), str(m["width"]), str(m["batch"]),
+                      f"{o['epoch_s']:.3f}", _variant(m),
+                      f"{m['epoch_s']:.3f}" if ok else str(m.get("error")),
+                      f"{m['gflops']:.1f}" if ok else "-",
+                      f"{m['ratio_vs_ours']:.2f}x" if ok else "-")
+        console.print(t)
     if result["rollout"]:
         t = Table(title="rollout batch (TS-inf, candidates x particles x horizon)")
         for c in ("E", "width", "shape", "s/batch", "GFLOP/s", "ceiling GFLOP/s", "of ceiling"):
@@ -463,22 +487,21 @@ def _plot(result, path: Path) -> None:
 
     ax = axes[1]
     ref = [r for r in result["training"] if r["members"] == 5 and r["width"] == 200]
-    labels, ours, plain, tuned = [], [], [], []
-    for r in ref:
-        labels.append(f"B={r['batch']}")
-        ours.append(r["epoch_s"])
-        m = {x["tuned_malloc"]: x.get("epoch_s", float("nan")) for x in result["mbrl_lib"]
-             if (x["members"], x["width"], x["batch"]) == (5, 200, r["batch"])}
-        plain.append(m.get(False, float("nan")))
-        tuned.append(m.get(True, float("nan")))
-    xs = range(len(labels))
-    ax.bar([x - 0.27 for x in xs], ours, 0.27, label="mbjax")
-    ax.bar(list(xs), plain, 0.27, label="mbrl-lib")
-    ax.bar([x + 0.27 for x in xs], tuned, 0.27, label="mbrl-lib, tuned malloc")
-    ax.set_xticks(list(xs), labels)
+    variants = list(dict.fromkeys(_variant(m) for m in result["mbrl_lib"]))
+    series = [("mbjax", [r["epoch_s"] for r in ref])]
+    for v in variants:
+        by_b = {m["batch"]: m.get("epoch_s", float("nan")) for m in result["mbrl_lib"]
+                if _variant(m) == v and (m["members"], m["width"]) == (5, 200)}
+        series.append((f"mbrl-lib ({v})", [by_b.get(r["batch"], float("nan")) for r in ref]))
+    width = 0.8 / len(series)
+    for i, (label, ys) in enumerate(series):
+        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(ref))], ys, width,
+               label=label)
+    ax.set_xticks(range(len(ref)), [f"B={r['batch']}" for r in ref])
+    ax.set_yscale("log")
     ax.set_ylabel("s / epoch")
     ax.set_title("E=5, 4x200: mbjax vs mbrl-lib")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
 
     if result["rollout"]:
         ax = axes[2]
@@ -494,7 +517,8 @@ def _plot(result, path: Path) -> None:
         ax.set_title(f"TS-inf rollout {r0['candidates']} x P x {r0['horizon']}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"mbjax model training on {info['device_kind']} ({info['cpu_count']} cores, "
+    cores = info.get("cpus_usable", info["cpu_count"])
+    fig.suptitle(f"mbjax model training on {info['device_kind']} ({cores} cores, "
                  f"load {info['load_avg_start'][0]})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

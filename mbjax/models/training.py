@@ -79,6 +79,32 @@ def _model_inputs(data) -> tuple[Array, Array, Array, Array, Array]:
     return data.obs, data.action, data.next_obs, data.reward, data.done
 
 
+# Adam's hyper-parameters (optax defaults; PETS and MBPO use plain Adam).
+_B1, _B2, _EPS = 0.9, 0.999, 1e-8
+
+
+def _guarded_adam_step(optimizer, learning_rate: float, grads, opt_state, params,
+                       finite: Array):
+    """One ``optax.adam`` step, applied only where ``finite`` (else nothing changes).
+
+    The moments come from ``optimizer.update`` (so ``opt_state`` stays optax's); the
+    parameter step is then computed from the stored new moments, with optax's formula
+    p - lr * m_hat / (sqrt(v_hat) + eps). Reading the stored moments (rather than letting
+    XLA recompute them from the old ones inside the parameter update) lets every buffer
+    be updated in place inside the training loop.
+    """
+    keep = lambda new, old: jnp.where(finite, new, old)
+    _, new_opt = optimizer.update(grads, opt_state, params)
+    new_opt = jax.tree_util.tree_map(keep, new_opt, opt_state)
+    adam = new_opt[0]
+    bc1 = 1 - _B1 ** adam.count
+    bc2 = 1 - _B2 ** adam.count
+    step = lambda m, v: -learning_rate * ((m / bc1) / (jnp.sqrt(v / bc2) + _EPS))
+    updates = jax.tree_util.tree_map(step, adam.mu, adam.nu)
+    new_params = jax.tree_util.tree_map(keep, optax.apply_updates(params, updates), params)
+    return new_params, new_opt
+
+
 def _all_finite(tree, valid: Array) -> Array:
     ok = jnp.array(True)
     for x in jax.tree_util.tree_leaves(tree):
@@ -91,7 +117,7 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
                        ) -> ModelTrainer:
     """Builds ``init``/``train`` for ``model``; see the module docstring."""
     cfg = config or ModelTrainConfig()
-    optimizer = optax.adam(cfg.learning_rate)
+    optimizer = optax.adam(cfg.learning_rate, b1=_B1, b2=_B2, eps=_EPS)
     num_members = model.config.num_members
 
     def init(key: PRNGKey) -> ModelState:
@@ -104,7 +130,10 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
         total = loss + model.weight_decay_penalty(params)
         return jnp.sum(total), (loss, mse)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    # Only the gradient is used (the finite check looks at the data loss in aux), so
+    # XLA drops the forward of the weight-decay penalty and keeps its gradient c * W,
+    # which fuses into the Adam update.
+    grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def holdout_mse(params, state, data, rows, weight):
         """MSE per member on the held-out rows (shared by all members), [E]."""
@@ -159,36 +188,49 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
             return order[(n_hold + position) % capacity]
 
         num_batches = (n_train + cfg.batch_size - 1) // cfg.batch_size
+        # Row positions are padded to whole minibatches so every step is a static-size
+        # dynamic_slice; padded slots carry weight 0.
+        padded = -(-capacity // cfg.batch_size) * cfg.batch_size
 
         def run_epoch(params, opt_state, key):
+            # Per-member random order of the bootstrap positions 0..n_train-1 (valid
+            # positions first), resolved once per epoch to data rows [E, padded].
             keys = jax.random.split(key, num_members)
-            shuffle = jax.vmap(lambda k: jnp.argsort(jnp.where(
-                rows < n_train, jax.random.uniform(k, (capacity,)), jnp.inf)))(keys)
+            bits = jax.vmap(lambda k: jax.random.bits(k, (capacity,), jnp.uint32))(keys)
+            sort_keys = jnp.where(rows < n_train, bits >> 1, jnp.uint32(0xFFFFFFFF))
+            _, shuffle = jax.lax.sort(
+                (sort_keys, jnp.broadcast_to(rows, sort_keys.shape)), dimension=1,
+                is_stable=False, num_keys=1)
+            epoch_rows = train_row(jnp.take_along_axis(boot, shuffle, axis=1))
+            epoch_rows = jnp.pad(epoch_rows, ((0, 0), (0, padded - capacity)))
 
+            # The optimizer step for minibatch b is applied at the start of iteration
+            # b + 1 (and after the loop for the last one): the update is then the only
+            # reader of the old params, so XLA updates params and Adam moments in place
+            # instead of copying every loop-carried buffer each step.
             def batch_step(carry):
-                b, params, opt_state, loss_sum, bad = carry
-                pos = b * cfg.batch_size + jnp.arange(cfg.batch_size)
-                weight = (pos < n_train).astype(jnp.float32)
-                pos = jnp.minimum(pos, capacity - 1)
-                member_pos = jnp.take_along_axis(boot, shuffle[:, pos], axis=1)  # [E, B]
-                idx = train_row(member_pos)
+                b, params, opt_state, grads, finite, loss_sum, bad = carry
+                params, opt_state = _guarded_adam_step(optimizer, cfg.learning_rate, grads,
+                                                       opt_state, params, finite)
+                start = b * cfg.batch_size
+                idx = jax.lax.dynamic_slice_in_dim(epoch_rows, start, cfg.batch_size, 1)
+                pos = start + jnp.arange(cfg.batch_size)
+                weight = jnp.broadcast_to((pos < n_train).astype(jnp.float32), idx.shape)
                 batch = jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(data))
-                weight = jnp.broadcast_to(weight, idx.shape)
-                (total, (loss, _)), grads = grad_fn(params, state, batch, weight)
-                updates, new_opt = optimizer.update(grads, opt_state, params)
-                new_params = optax.apply_updates(params, updates)
-                finite = jnp.isfinite(total)
-                params = jax.tree_util.tree_map(
-                    lambda a, b_: jnp.where(finite, a, b_), new_params, params)
-                opt_state = jax.tree_util.tree_map(
-                    lambda a, b_: jnp.where(finite, a, b_), new_opt, opt_state)
-                return b + 1, params, opt_state, loss_sum + jnp.where(finite, loss, 0.0), \
-                    bad | ~finite
+                grads, (loss, _) = grad_fn(params, state, batch, weight)
+                # Only the data loss decides whether a step is applied: the weight-decay
+                # term is finite whenever the params are (and they stay finite).
+                finite = jnp.isfinite(jnp.sum(loss))
+                return b + 1, params, opt_state, grads, finite, \
+                    loss_sum + jnp.where(finite, loss, 0.0), bad | ~finite
 
-            init = (jnp.zeros((), jnp.int32), params, opt_state, jnp.zeros(num_members),
-                    jnp.array(False))
-            _, params, opt_state, loss_sum, bad = jax.lax.while_loop(
+            init = (jnp.zeros((), jnp.int32), params, opt_state,
+                    jax.tree_util.tree_map(jnp.zeros_like, params), jnp.array(False),
+                    jnp.zeros(num_members), jnp.array(False))
+            _, params, opt_state, grads, finite, loss_sum, bad = jax.lax.while_loop(
                 lambda c: c[0] < num_batches, batch_step, init)
+            params, opt_state = _guarded_adam_step(optimizer, cfg.learning_rate, grads,
+                                                   opt_state, params, finite)
             return params, opt_state, loss_sum / jnp.maximum(num_batches, 1), bad
 
         def evaluate(params):
