@@ -39,7 +39,8 @@ def _presets() -> int:
 
     for name, cfg in presets.PRESETS.items():
         default = "  (default)" if name == presets.DEFAULT_PRESET else ""
-        print(f"{name:24s} {cfg.env.name:18s} {cfg.planner.kind:16s} "
+        kind = getattr(cfg, "description", cfg.planner.kind)
+        print(f"{name:24s} {cfg.env.name:18s} {kind:16s} "
               f"{cfg.num_iterations:4d} iterations{default}")
     return 0
 
@@ -64,7 +65,7 @@ def _train(argv: list[str]) -> int:
                            f"{', '.join(presets.PRESETS)}")
         argv = [presets.DEFAULT_PRESET] + argv
     config = tyro.extras.overridable_config_cli(
-        {name: (f"{cfg.env.name} / {cfg.planner.kind}", cfg)
+        {name: (f"{cfg.env.name} / {getattr(cfg, 'description', cfg.planner.kind)}", cfg)
          for name, cfg in presets.PRESETS.items()},
         args=argv, prog="mbjax train",
         description="Model-based RL: prefill, then fit model -> MPC episodes -> aggregate.")

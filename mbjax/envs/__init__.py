@@ -41,3 +41,4 @@ __all__ = [
     "make", "names", "override_keys", "register", "rollout", "transition",
     "uniform_random_policy", "validate_action", "wrap_for_training",
 ]
+from mbjax.envs import hand as _hand  # noqa: E402, F401  (registers the hand tasks)

@@ -41,6 +41,10 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 def config_from_dict(d: dict) -> TrainConfig:
     """Inverse of ``config_to_dict`` (nested dataclasses, tuples restored)."""
+    if "algorithm" in d:  # an agent's config (mbjax.agents: MBPO/SAC, distillation)
+        from mbjax.agents import agent_config_from_dict
+
+        return agent_config_from_dict(d)
     from mbjax.models.ensemble import EnsembleConfig
     from mbjax.models.training import ModelTrainConfig
     from mbjax.training.config import EnvConfig, PlannerConfig, WandbConfig
@@ -58,6 +62,17 @@ def config_from_dict(d: dict) -> TrainConfig:
     top = {k: v for k, v in d.items() if k not in nested}
     top.update({k: build(cls, d.get(k, {})) for k, cls in nested.items()})
     return build(TrainConfig, top)
+
+
+def make_trainer(config):
+    """``make_train(config)`` for a ``TrainConfig``; for an agent's config (one with an
+    ``algorithm`` field, ``mbjax.agents``) its trainer, which has the same ``init``,
+    ``train_iteration``, ``evaluate`` and ``config``."""
+    if isinstance(config, TrainConfig):
+        return make_train(config)
+    from mbjax.agents import make_agent_trainer
+
+    return make_agent_trainer(config)
 
 
 def _host_metrics(metrics: dict, num_seeds: int) -> list[dict]:
@@ -153,7 +168,7 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         (run_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
         (run_dir / "metrics.jsonl").write_text("")
 
-    trainer = make_train(config)
+    trainer = make_trainer(config)
     seeds = [config.seed + i for i in range(config.num_seeds)]
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     init = jax.jit(jax.vmap(trainer.init))
@@ -173,7 +188,8 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     _truncate_metrics(run_dir / "metrics.jsonl", start)
     wb = _start_wandb(config, run_dir)
     console.print(f"[bold]mbjax train[/] {config.preset}: {config.env.name}, "
-                  f"{config.planner.kind} planner, {len(seeds)} seed(s), "
+                  f"{getattr(config, 'description', config.planner.kind + ' planner')}, "
+                  f"{len(seeds)} seed(s), "
                   f"{config.num_envs} env(s), on {jax.devices()[0].device_kind} -> {run_dir}")
 
     end = config.num_iterations if stop_after is None else min(config.num_iterations,
@@ -190,7 +206,7 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             rows = _host_metrics(metrics, len(seeds))
             dt = time.perf_counter() - t_it
             for seed, row in zip(seeds, rows):
-                if not config.true_dynamics:
+                if "model/data_nonfinite" in row:  # a model was trained this iteration
                     raise_if_failed({k: np.asarray(v) for k, v in row.items()}, it + 1)
                 row.update(seed=seed, **{"time/iteration_s": dt})
                 log.write(json.dumps(row) + "\n")
@@ -322,7 +338,7 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None) -> dict:
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
-    trainer = make_train(config)
+    trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
     state = load_latest(run_dir, template, {"config": config_to_dict(config)}, console)

@@ -1,0 +1,594 @@
+"""Model-based policy optimisation (MBPO, Janner et al. 2019) as one compiled program.
+
+SAC learns from short branched rollouts of a learned probabilistic ensemble that start
+from states the agent has really visited (the notes' "Option C: partial trajectories from
+all states in the data"). One iteration is one MBPO epoch of ``steps_per_iteration``
+vector-env steps, in chunks of ``model_train_every`` (F) steps:
+
+    every F env steps (start of a chunk):
+      1. fit the ensemble on the real buffer (``mbjax.models.training``: bootstrap,
+         holdout early stopping, elites)
+      2. branched rollouts: F * M start states from the real buffer (``start_mode``),
+         each step a' ~ pi(s), s' ~ N(mu_e, sigma_e^2) of ONE random elite e per sample,
+         r = reward_fn, d = termination_fn; a rollout stops at a predicted termination
+         (later steps are masked) and after k steps, k from the rollout schedule
+         [start epoch, end epoch, min k, max k] (linear in the epoch, floored); the
+         valid transitions go to a fixed-capacity model buffer from which only the newest
+         ``model_retain_iterations`` epochs' worth (F * M * k per chunk) is sampled
+    each env step: a ~ pi(s) (or an MPC action, ``acting="mpc"``), store the real
+      transition, G SAC updates on batches of ``real_ratio`` real + the rest model data
+    end of the iteration: deterministic-policy evaluation episodes.
+
+``model_based=False`` is plain SAC on the real buffer: the model-free baseline at equal
+env steps. Start modes (the notes' options): "A" = full-length rollouts (the episode
+length) from initial states, "B" = short (scheduled k) rollouts from initial states,
+"C" = short rollouts from all visited states (MBPO, the default). Initial states are the
+rows of the real buffer that follow an episode end (or begin the stream).
+
+``make_mbpo_train(config)`` returns ``MBPOTrainer(init, train_iteration, train,
+evaluate, ...)`` with the interface of ``mbjax.training.loop.Trainer``: shapes never
+change, so ``train_iteration`` compiles once, and ``jax.vmap`` over seeds works. The whole
+state (SAC params and its three Adam states, the model and its Adam state, both buffers,
+the running env, keys, the iteration = the rollout schedule's position) is one pytree,
+so ``mbjax.training.run`` checkpoints and resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+import mbjax.envs as envs
+import mbjax.planners as P
+from mbjax.agents.sac import SACConfig, make_sac
+from mbjax.agents.value import make_value_model_objective
+from mbjax.buffers import as_dataset, make_replay_buffer
+from mbjax.envs.wrappers import EpisodeWrapper
+from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, ModelState
+from mbjax.models.training import ModelTrainConfig, make_model_trainer
+from mbjax.training.config import EnvConfig, PlannerConfig, WandbConfig
+from mbjax.types import Array, PRNGKey, Transition
+
+StartMode = Literal["C", "B", "A"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MBPOConfig:
+    """MBPO (or plain SAC with ``model_based=False``). Defaults: MBPO on Hopper, Janner
+    et al. 2019, App. C and the released configs (github.com/jannerm/mbpo,
+    ``examples/config/hopper``): epochs of 1000 steps, 5000 random initial steps, model
+    retrained every 250 steps, 400 rollouts per env step (100k per retraining), rollout
+    schedule [20, 150, 1, 15], 20 SAC updates per env step on 5 % real data, model buffer
+    retaining one epoch of rollouts, 7 members / 5 elites of 4 x 200 swish, SAC (256, 256),
+    Adam 3e-4, tau 5e-3, gamma 0.99."""
+
+    algorithm: Literal["mbpo"] = "mbpo"
+    """Tag that tells the run directory which trainer to build (leave as is)."""
+    preset: str = "mbpo"
+    env: EnvConfig = EnvConfig(name="hopper")
+    sac: SACConfig = SACConfig()
+    model: EnsembleConfig = EnsembleConfig()
+    model_train: ModelTrainConfig = ModelTrainConfig()
+    model_based: bool = True
+    """False: SAC on real data only (no model, no rollouts)."""
+    num_envs: int = 1
+    """Parallel envs; one "step" below is one step of all of them."""
+    steps_per_iteration: int = 1000
+    """Vector-env steps per iteration (MBPO's epoch length)."""
+    num_iterations: int = 125
+    init_steps: int = 5000
+    """Uniform-random env transitions (all envs together) before the first iteration."""
+    updates_per_step: int = 20
+    """G: SAC gradient updates per vector-env step."""
+    model_train_every: int = 250
+    """F: refit the model and redo the branched rollouts every F steps."""
+    rollouts_per_step: int = 400
+    """M: branched rollouts started per vector-env step (F * M start states per refit)."""
+    rollout_schedule: tuple[int, int, int, int] = (20, 150, 1, 15)
+    """[start epoch, end epoch, min k, max k]: k grows linearly between the epochs."""
+    start_mode: StartMode = "C"
+    """C: scheduled k from all visited states (MBPO); B: scheduled k from initial
+    states; A: full episodes (episode length) from initial states."""
+    real_ratio: float = 0.05
+    """Fraction of real transitions in each SAC batch (the rest: model rollouts)."""
+    model_retain_iterations: int = 1
+    """Sample model data only from the rollouts of the newest this many iterations."""
+    buffer_capacity: int = 1_000_000
+    """Real transitions kept."""
+    eval_envs: int = 5
+    """Deterministic-policy evaluation episodes per iteration (parallel envs)."""
+    acting: Literal["policy", "mpc"] = "policy"
+    """policy: act with the SAC actor; mpc: plan on the model with a short horizon and
+    the SAC critic as terminal value (``planner``), e.g. the ``mpc-value`` preset."""
+    planner: PlannerConfig = PlannerConfig(kind="cem", horizon=5, population=100,
+                                           num_elites=10, iterations=3, num_particles=5)
+    """Planner for ``acting="mpc"`` (unused otherwise); it plans with the critic's
+    discount ``sac.discount`` (``planner.discount`` is not used)."""
+    seed: int = 0
+    num_seeds: int = 1
+    out_dir: str = "runs"
+    run_name: str = ""
+    checkpoint_every: int = 1
+    wandb: WandbConfig = WandbConfig()
+
+    def __post_init__(self):
+        for f in ("num_envs", "steps_per_iteration", "num_iterations", "updates_per_step",
+                  "model_train_every", "rollouts_per_step", "model_retain_iterations",
+                  "buffer_capacity", "eval_envs", "num_seeds"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if self.init_steps < 0 or self.checkpoint_every < 0:
+            raise ValueError("init_steps and checkpoint_every must be >= 0")
+        if self.init_steps % self.num_envs:
+            raise ValueError(f"init_steps ({self.init_steps}) must be a multiple of "
+                             f"num_envs ({self.num_envs})")
+        if self.steps_per_iteration % self.model_train_every:
+            raise ValueError(f"steps_per_iteration ({self.steps_per_iteration}) must be a "
+                             f"multiple of model_train_every ({self.model_train_every})")
+        if len(self.rollout_schedule) != 4:
+            raise ValueError("rollout_schedule needs 4 entries [start epoch, end epoch, "
+                             f"min k, max k], got {self.rollout_schedule}")
+        start, end, lo, hi = self.rollout_schedule
+        if not 1 <= lo <= hi or end < start:
+            raise ValueError("rollout_schedule needs 1 <= min k <= max k and start epoch "
+                             f"<= end epoch, got {self.rollout_schedule}")
+        if self.start_mode not in ("A", "B", "C"):
+            raise ValueError(f"start_mode must be A, B or C, got {self.start_mode!r}")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.acting not in ("policy", "mpc"):
+            raise ValueError(f"acting must be 'policy' or 'mpc', got {self.acting!r}")
+        if self.acting == "mpc" and not self.model_based:
+            raise ValueError("acting='mpc' plans on the model: it needs model_based=True")
+        if (self.acting == "mpc" and self.planner.propagation != "expectation"
+                and self.planner.num_particles % self.model.num_members):
+            raise ValueError(f"planner.num_particles ({self.planner.num_particles}) must be "
+                             f"a multiple of model.num_members ({self.model.num_members})")
+        if self.buffer_capacity < self.num_envs:
+            raise ValueError("buffer_capacity must be >= num_envs")
+
+    @property
+    def default_run_name(self) -> str:
+        return self.run_name or f"{self.preset}-{self.env.name.replace('/', '_')}-seed{self.seed}"
+
+    @property
+    def description(self) -> str:
+        """A few words for ``mbjax presets`` and the run banner."""
+        if not self.model_based:
+            return "sac"
+        what = "mbpo" if self.acting == "policy" else f"{self.planner.kind}+V mpc"
+        return what if self.start_mode == "C" else f"{what} ({self.start_mode})"
+
+
+# ---------------------------------------------------------------------------------------
+# The rollout schedule and the model buffer.
+
+
+def rollout_length(schedule, epoch) -> Array:
+    """MBPO's k(epoch) = floor(min_k + clip((epoch - a) / (b - a), 0, 1) (max_k - min_k))
+    for schedule [a, b, min_k, max_k]; int32 [] (``epoch`` may be traced)."""
+    start, end, lo, hi = schedule
+    epoch = jnp.asarray(epoch, jnp.float32)
+    if end > start:
+        frac = jnp.clip((epoch - start) / (end - start), 0.0, 1.0)
+    else:
+        frac = (epoch >= start).astype(jnp.float32)
+    return jnp.floor(lo + frac * (hi - lo)).astype(jnp.int32)
+
+
+@struct.dataclass
+class RolloutBufferState:
+    """A flat ring of model transitions: data leaves [C, ...]; rows [0, size) valid, the
+    newest at ``insert_pos - 1``."""
+
+    data: Any
+    insert_pos: Array  # int32 []
+    size: Array  # int32 []
+
+
+def rollout_buffer_init(example: Transition, capacity: int) -> RolloutBufferState:
+    """Zero storage for ``capacity`` transitions shaped like ``example`` (unbatched)."""
+    data = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + jnp.shape(x),
+                                                      jnp.asarray(x).dtype), example)
+    zero = jnp.zeros((), jnp.int32)
+    return RolloutBufferState(data=data, insert_pos=zero, size=zero)
+
+
+def rollout_buffer_add(state: RolloutBufferState, batch, valid: Array) -> RolloutBufferState:
+    """Appends the rows of ``batch`` (leaves [K, ...]) where ``valid`` [K] is true, in order.
+
+    Valid rows are compacted (row i goes to insert_pos + #valid rows before it, mod C);
+    when more than C are valid only the newest C are kept. Shapes are static.
+    """
+    capacity = jax.tree_util.tree_leaves(state.data)[0].shape[0]
+    valid = valid.astype(bool)
+    rank = jnp.cumsum(valid) - 1
+    total = jnp.sum(valid, dtype=jnp.int32)
+    keep = valid & (rank >= total - capacity)
+    rows = jnp.where(keep, (state.insert_pos + rank) % capacity, capacity)  # C = dropped
+    data = jax.tree_util.tree_map(lambda d, x: d.at[rows].set(x, mode="drop"),
+                                  state.data, batch)
+    return RolloutBufferState(
+        data=data,
+        insert_pos=((state.insert_pos + total) % capacity).astype(jnp.int32),
+        size=jnp.minimum(state.size + total, capacity).astype(jnp.int32))
+
+
+def rollout_buffer_sample(state: RolloutBufferState, key: PRNGKey, batch_size: int,
+                          window: Array | int | None = None):
+    """``batch_size`` rows uniformly (with replacement) from the newest
+    min(size, ``window``) rows (all valid rows if ``window`` is None)."""
+    capacity = jax.tree_util.tree_leaves(state.data)[0].shape[0]
+    n = state.size if window is None else jnp.minimum(state.size, window)
+    back = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n, 1))
+    rows = (state.insert_pos - 1 - back) % capacity
+    return jax.tree_util.tree_map(lambda d: d[rows], state.data)
+
+
+# ---------------------------------------------------------------------------------------
+# Start states and branched rollouts.
+
+
+def initial_state_mask(buffer_state) -> Array:
+    """bool [C, N]: rows of a replay buffer (``mbjax.buffers``) holding the first
+    transition of an episode: the row after an episode end of the same env, or the
+    oldest row while the ring has not wrapped (the very first row of the stream)."""
+    C, _ = buffer_state.episode_end.shape
+    rows = jnp.arange(C)
+    oldest = (buffer_state.insert_pos - buffer_state.size) % C
+    age = (rows - oldest) % C  # 0 = oldest stored row
+    valid = (age < buffer_state.size)[:, None]
+    prev_end = jnp.roll(buffer_state.episode_end, 1, axis=0)  # row t-1 (mod C)
+    first = jnp.where((rows == oldest)[:, None], buffer_state.size < C, prev_end)
+    return valid & first
+
+
+def sample_initial_obs(buffer_state, key: PRNGKey, batch_size: int) -> Array:
+    """Observations of uniformly drawn episode-initial rows (``initial_state_mask``);
+    falls back to uniform over all rows when none is stored. Returns [batch_size, O]."""
+    mask = initial_state_mask(buffer_state)
+    C, N = mask.shape
+    flat_mask = mask.reshape(-1)
+    prefix = jnp.cumsum(flat_mask, dtype=jnp.int32)
+    count = prefix[-1]
+    key_init, key_any = jax.random.split(key)
+    u = jax.random.randint(key_init, (batch_size,), 0, jnp.maximum(count, 1))
+    pick = jnp.searchsorted(prefix, u, side="right")
+    anyrow = jax.random.randint(key_any, (batch_size,), 0,
+                                jnp.maximum(buffer_state.size * N, 1))
+    flat = jnp.where(count > 0, pick, anyrow)
+    return buffer_state.data.obs[flat // N, flat % N]
+
+
+def make_elite_step(model: EnsembleModel, reward_fn, termination_fn):
+    """step(model_state, obs [B, O], action [B, A], key) -> (next_obs, reward, done) [B]:
+    each sample uses ONE uniformly drawn elite member and samples s' from its Gaussian
+    (its mean for deterministic models). ``reward_fn``/``termination_fn`` None use the
+    model's reward / termination heads."""
+
+    def step(model_state: ModelState, obs: Array, action: Array, key: PRNGKey):
+        key_member, key_noise, key_reward = jax.random.split(key, 3)
+        elites = model_state.elites
+        # Predict with the elites only: slice the member axis of the parameters.
+        elite_params = jax.tree_util.tree_map(lambda x: x[elites], model_state.params)
+        pred = model.predict(model_state.replace(params=elite_params), obs, action)
+        b = obs.shape[0]
+        member = jax.random.randint(key_member, (b,), 0, elites.shape[0])
+        rows = jnp.arange(b)
+        mean = pred.next_obs_mean[member, rows]
+        std = pred.next_obs_std[member, rows]
+        next_obs = mean + std * jax.random.normal(key_noise, mean.shape)
+        if reward_fn is not None:
+            reward = jax.vmap(reward_fn)(obs, action, next_obs)
+        else:
+            r_mu, r_std = pred.reward_mean[member, rows], pred.reward_std[member, rows]
+            reward = r_mu + r_std * jax.random.normal(key_reward, r_mu.shape)
+        if termination_fn is not None:
+            done = jax.vmap(termination_fn)(obs, action, next_obs)
+        elif pred.termination_prob is not None:
+            done = (pred.termination_prob[member, rows] > 0.5).astype(jnp.float32)
+        else:
+            done = jnp.zeros(b)
+        return next_obs, reward.astype(jnp.float32), jnp.asarray(done, jnp.float32)
+
+    return step
+
+
+def branched_rollouts(step, step_params, policy, obs0: Array, key: PRNGKey, length,
+                      max_length: int) -> tuple[Transition, Array]:
+    """Rolls B start states [B, O] forward ``max_length`` (static) steps.
+
+    ``policy(obs [B, O], key) -> action [B, A]``; ``step(step_params, obs, action, key) ->
+    (next_obs, reward, done)`` (e.g. ``make_elite_step``). Step t of rollout b is valid iff
+    t < ``length`` (may be traced), no earlier step of b terminated, and the prediction is
+    finite; a terminating step itself is valid (it carries done = 1).
+
+    Returns (transitions with leaves [T, B, ...], valid bool [T, B]), T = max_length.
+    """
+
+    def body(carry, xs):
+        obs, alive = carry
+        t, key = xs
+        key_act, key_step = jax.random.split(key)
+        action = policy(obs, key_act)
+        next_obs, reward, done = step(step_params, obs, action, key_step)
+        finite = jnp.all(jnp.isfinite(next_obs), axis=-1) & jnp.isfinite(reward)
+        valid = alive & finite & (t < length)
+        tr = Transition(obs=obs, action=action, reward=jnp.where(finite, reward, 0.0),
+                        next_obs=jnp.where(finite[:, None], next_obs, obs),
+                        done=done, truncated=jnp.zeros_like(done))
+        alive = valid & (done < 0.5)
+        obs = jnp.where(alive[:, None], tr.next_obs, obs)
+        return (obs, alive), (tr, valid)
+
+    b = obs0.shape[0]
+    keys = jax.random.split(key, max_length)
+    _, (transitions, valid) = jax.lax.scan(
+        body, (obs0, jnp.ones(b, bool)), (jnp.arange(max_length), keys))
+    return transitions, valid
+
+
+# ---------------------------------------------------------------------------------------
+# The training loop.
+
+
+@struct.dataclass
+class MBPOState:
+    """Everything MBPO carries between iterations (and checkpoints)."""
+
+    sac_state: Any
+    model_state: Any  # None for plain SAC
+    real_buffer: Any
+    model_buffer: Any  # None for plain SAC
+    env_state: Any  # the running training envs (episodes span iterations)
+    planner_state: Any  # None unless acting == "mpc"
+    key: PRNGKey
+    iteration: Array  # int32, iterations done (= the rollout schedule's epoch)
+    env_steps: Array  # int32, env transitions taken (random initial steps included)
+    last_return: Array  # [N] return of each env's latest finished training episode
+
+
+class MBPOTrainer(NamedTuple):
+    init: Any  # (key) -> MBPOState
+    train_iteration: Any  # (state) -> (state, metrics)
+    train: Any  # (key) -> (state, metrics [num_iterations])
+    evaluate: Any  # (state, key) -> evaluation returns [eval_envs]
+    env: envs.Env  # the batched training env
+    eval_env: envs.Env
+    task_env: envs.Env
+    model: EnsembleModel | None
+    sac: Any
+    planner: Any  # unbatched planner (acting == "mpc") or None
+    config: MBPOConfig
+    max_rollout_length: int
+    episode_length: int
+
+
+def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBPOTrainer:
+    """Builds the compiled MBPO (or SAC) loop for ``config``; see the module docstring.
+
+    ``task_env`` replaces ``envs.make(config.env.name)`` (a custom or instrumented env).
+    """
+    from mbjax.training.loop import first_episode_return, make_planner
+
+    cfg = config
+    task = task_env if task_env is not None else envs.make(cfg.env.name)
+    if cfg.env.action_repeat > 1:
+        task = envs.ActionRepeat(task, cfg.env.action_repeat)
+    episode_length = cfg.env.episode_length or getattr(task, "default_episode_length", 1000)
+    n_env = cfg.num_envs
+    env = envs.VmapWrapper(EpisodeWrapper(task, episode_length), n_env)
+    eval_env = envs.VmapWrapper(EpisodeWrapper(task, episode_length), cfg.eval_envs)
+    obs_size, action_size = task.observation_size, task.action_size
+    sac = make_sac(obs_size, action_size, task.action_low, task.action_high, cfg.sac)
+    example = Transition(obs=jnp.zeros(obs_size), action=jnp.zeros(action_size),
+                         reward=jnp.zeros(()), next_obs=jnp.zeros(obs_size),
+                         done=jnp.zeros(()), truncated=jnp.zeros(()))
+    real_buffer = make_replay_buffer(cfg.buffer_capacity, n_env)
+    random_policy = envs.uniform_random_policy(env)
+
+    G, batch_size = cfg.updates_per_step, cfg.sac.batch_size
+    F = cfg.model_train_every
+    chunks = cfg.steps_per_iteration // F
+    starts_per_chunk = F * cfg.rollouts_per_step
+    if cfg.model_based:
+        n_real = int(round(cfg.real_ratio * batch_size))
+    else:
+        n_real = batch_size
+    n_model = batch_size - n_real
+
+    model = model_trainer = elite_step = None
+    max_k = 0
+    if cfg.model_based:
+        if not task.has_reward_fn and not cfg.model.learn_reward:
+            raise ValueError(
+                f"{cfg.env.name} has no reward function of observations; set "
+                "--model.learn-reward True (and --model.learn-termination True if it "
+                "terminates) so the model learns them")
+        model = EnsembleModel(obs_size, action_size, cfg.model)
+        model_trainer = make_model_trainer(model, cfg.model_train)
+        reward_fn = task.reward_fn if task.has_reward_fn else None
+        termination_fn = task.termination_fn if task.has_reward_fn else None
+        elite_step = make_elite_step(model, reward_fn, termination_fn)
+        max_k = episode_length if cfg.start_mode == "A" else cfg.rollout_schedule[3]
+        model_capacity = starts_per_chunk * max_k * chunks * cfg.model_retain_iterations
+
+    planner = batched_planner = None
+    if cfg.acting == "mpc":
+        objective = make_value_model_objective(
+            model, sac, reward_fn, termination_fn, cfg.planner.num_particles,
+            cfg.planner.propagation, uncertainty_penalty=cfg.planner.uncertainty_penalty,
+            risk_aversion=cfg.planner.risk_aversion)
+        planner = make_planner(cfg.planner, objective, task.action_low, task.action_high)
+        batched_planner = P.batch(planner)
+
+    def current_k(iteration):
+        if cfg.start_mode == "A":
+            return jnp.asarray(episode_length, jnp.int32)
+        return rollout_length(cfg.rollout_schedule, iteration)
+
+    def init(key: PRNGKey) -> MBPOState:
+        key, key_sac, key_model, key_reset, key_prefill, key_plan = jax.random.split(key, 6)
+        env_state = env.reset(key_reset)
+        buffer_state = real_buffer.init(example)
+        if cfg.init_steps > 0:
+            env_state, transitions = envs.rollout(env, random_policy, env_state, key_prefill,
+                                                  cfg.init_steps // n_env)
+            buffer_state = real_buffer.add(buffer_state, transitions)
+        return MBPOState(
+            sac_state=sac.init(key_sac),
+            model_state=model_trainer.init(key_model) if cfg.model_based else None,
+            real_buffer=buffer_state,
+            model_buffer=rollout_buffer_init(example, model_capacity)
+            if cfg.model_based else None,
+            env_state=env_state,
+            planner_state=batched_planner.init(jax.random.split(key_plan, n_env))
+            if planner is not None else None,
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+            env_steps=jnp.asarray(cfg.init_steps, jnp.int32),
+            last_return=jnp.zeros(n_env),
+        )
+
+    def sample_starts(buffer_state, key):
+        if cfg.start_mode == "C":
+            return real_buffer.sample(buffer_state, key, starts_per_chunk).obs
+        return sample_initial_obs(buffer_state, key, starts_per_chunk)
+
+    def refit_and_rollout(ts: MBPOState, k, key):
+        key_model, key_start, key_roll = jax.random.split(key, 3)
+        data, num_valid = as_dataset(ts.real_buffer)
+        model_state, metrics = model_trainer.train(ts.model_state, data, num_valid, key_model)
+        obs0 = sample_starts(ts.real_buffer, key_start)
+        policy = lambda obs, key: sac.act(ts.sac_state, obs, key)
+        transitions, valid = branched_rollouts(elite_step, model_state, policy, obs0,
+                                               key_roll, k, max_k)
+        flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+        model_buffer = rollout_buffer_add(ts.model_buffer, flat, valid.reshape(-1))
+        metrics = dict(metrics)
+        metrics["rollout/valid_transitions"] = jnp.sum(valid, dtype=jnp.int32)
+        # Mean steps before a rollout ended (termination, divergence or k).
+        metrics["rollout/mean_length"] = jnp.mean(jnp.sum(valid, axis=0))
+        metrics["rollout/terminated_fraction"] = jnp.mean(
+            jnp.any(valid & (transitions.done > 0.5), axis=0))
+        return ts.replace(model_state=model_state, model_buffer=model_buffer), metrics
+
+    def act(ts: MBPOState, key):
+        if planner is None:
+            return sac.act(ts.sac_state, ts.env_state.obs, key), ts.planner_state
+        keys = jax.random.split(key, n_env)
+        action, pstate, _ = batched_planner.plan(
+            planner.default_params, (ts.model_state, ts.sac_state), ts.planner_state,
+            ts.env_state.obs, keys)
+        return action, pstate
+
+    def env_step(carry, key):
+        ts, window = carry
+        key_act, key_real, key_model, key_update, key_plan = jax.random.split(key, 5)
+        action, pstate = act(ts, key_act)
+        next_state = env.step(ts.env_state, action)
+        tr = envs.transition(ts.env_state, action, next_state)
+        buffer_state = real_buffer.add(ts.real_buffer, tr)
+        ended = next_state.done > 0.5
+        episode_return = ts.env_state.info["episode_return"] + next_state.reward
+        if pstate is not None:  # a fresh planner for each new episode
+            fresh = batched_planner.init(jax.random.split(key_plan, n_env))
+            pstate = jax.tree_util.tree_map(
+                lambda f, p: jnp.where(ended.reshape((-1,) + (1,) * (p.ndim - 1)), f, p),
+                fresh, pstate)
+
+        parts = []  # [G, n, ...] real rows, then model rows
+        if n_real > 0:
+            parts.append(real_buffer.sample(buffer_state, key_real, G * n_real))
+        if n_model > 0:
+            parts.append(rollout_buffer_sample(ts.model_buffer, key_model, G * n_model,
+                                               window))
+        batches = jax.tree_util.tree_map(
+            lambda *xs: jnp.concatenate([x.reshape((G, -1) + x.shape[1:]) for x in xs], 1),
+            *parts)
+        sac_state, sac_metrics = sac.update_many(ts.sac_state, batches, key_update)
+        ts = ts.replace(sac_state=sac_state, real_buffer=buffer_state, env_state=next_state,
+                        planner_state=pstate,
+                        last_return=jnp.where(ended, episode_return, ts.last_return))
+        stats = {"finished_return_sum": jnp.sum(jnp.where(ended, episode_return, 0.0)),
+                 "finished": jnp.sum(ended)}
+        return (ts, window), (sac_metrics, stats)
+
+    def chunk(carry, key):
+        ts, k = carry
+        key_refit, key_steps = jax.random.split(key)
+        metrics = {}
+        if cfg.model_based:
+            ts, metrics = refit_and_rollout(ts, k, key_refit)
+        window = starts_per_chunk * k * chunks * cfg.model_retain_iterations
+        (ts, _), (sac_metrics, stats) = jax.lax.scan(env_step, (ts, window),
+                                                     jax.random.split(key_steps, F))
+        return (ts, k), (metrics, sac_metrics, stats)
+
+    def run_eval(ts: MBPOState, key):
+        key_reset, key_run, key_plan = jax.random.split(key, 3)
+        state = eval_env.reset(key_reset)
+        if planner is None:
+            policy = lambda obs, key: sac.act(ts.sac_state, obs, key, deterministic=True)
+            _, transitions = envs.rollout(eval_env, policy, state, key_run, episode_length)
+        else:
+            pstate = batched_planner.init(jax.random.split(key_plan, cfg.eval_envs))
+            _, _, transitions, _ = P.mpc(eval_env, batched_planner, planner.default_params,
+                                         (ts.model_state, ts.sac_state), state, pstate,
+                                         key_run, episode_length)
+        return first_episode_return(transitions)
+
+    def train_iteration(ts: MBPOState):
+        key, key_chunks, key_eval = jax.random.split(ts.key, 3)
+        k = current_k(ts.iteration)
+        (ts, _), (model_metrics, sac_metrics, stats) = jax.lax.scan(
+            chunk, (ts, k), jax.random.split(key_chunks, chunks))
+        returns, lengths = run_eval(ts, key_eval)
+        finished = jnp.sum(stats["finished"])
+        train_return = jnp.where(finished > 0,
+                                 jnp.sum(stats["finished_return_sum"]) / jnp.maximum(
+                                     finished, 1), jnp.mean(ts.last_return))
+        ts = ts.replace(key=key, iteration=ts.iteration + 1,
+                        env_steps=ts.env_steps + cfg.steps_per_iteration * n_env)
+        metrics = {}
+        for name, v in model_metrics.items():
+            if v.dtype == jnp.bool_:
+                metrics[name] = jnp.any(v)
+            elif name in ("model/epochs", "model/num_train", "model/num_holdout",
+                          "rollout/valid_transitions"):
+                metrics[name] = v[-1]
+            else:
+                metrics[name] = jnp.mean(v)
+        metrics.update({k_: jnp.mean(v) for k_, v in sac_metrics.items()})
+        metrics.update({
+            "iteration": ts.iteration,
+            "env_steps": ts.env_steps,
+            "return_mean": jnp.mean(returns),
+            "return_min": jnp.min(returns),
+            "return_max": jnp.max(returns),
+            "episode_length": jnp.mean(lengths),
+            "train/return": train_return,
+            "train/episodes_finished": finished,
+            "rollout/length": k,
+        })
+        if cfg.model_based:
+            metrics["rollout/model_buffer_size"] = ts.model_buffer.size
+        return ts, metrics
+
+    def evaluate(ts: MBPOState, key: PRNGKey):
+        """Evaluation episodes with the current agent (nothing is trained or stored)."""
+        return run_eval(ts, key)[0]
+
+    def train(key: PRNGKey):
+        ts = init(key)
+        return jax.lax.scan(lambda s, _: train_iteration(s), ts, None,
+                            length=cfg.num_iterations)
+
+    return MBPOTrainer(init=init, train_iteration=train_iteration, train=train,
+                       evaluate=evaluate, env=env, eval_env=eval_env, task_env=task,
+                       model=model, sac=sac, planner=planner, config=cfg,
+                       max_rollout_length=max_k, episode_length=episode_length)
