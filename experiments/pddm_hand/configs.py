@@ -123,9 +123,13 @@ def ablation_configs(which: str, base: TrainConfig, variants: list[str] | None =
     out = {}
     for label in chosen:
         cfg = table[label](base)
+        if cfg == base:  # the reference: the main run itself (same name, same config)
+            out[label] = cfg
+            continue
         slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
         while "--" in slug:
             slug = slug.replace("--", "-")
         out[label] = dataclasses.replace(
-            cfg, run_name=f"{base.preset}-{base.env.name}-{which}-{slug}")
+            cfg, run_name=f"{base.default_run_name.removesuffix(f'-seed{base.seed}')}-"
+                          f"{which}-{slug}")
     return out
