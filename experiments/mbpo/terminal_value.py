@@ -10,6 +10,7 @@ without it? Pendulum swing-up (CPU).
    setting; the SAC policy alone is the reference.
 
     python experiments/mbpo/terminal_value.py             # ~8 min on 2 shared cores
+    python experiments/mbpo/terminal_value.py --plot-only # redraw the PNG from the JSON
 
 Writes ``results/terminal_value.{json,png}``.
 """
@@ -17,6 +18,8 @@ Writes ``results/terminal_value.{json,png}``.
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import time
 
 import jax
@@ -55,6 +58,10 @@ def evaluate(objective, objective_params, task, horizon: int, observe, key) -> n
 
 
 def main() -> None:
+    if "--plot-only" in sys.argv:  # redraw from the stored JSON
+        d = json.loads((RESULTS / "terminal_value.json").read_text())
+        plot(d["results"], d["sac_policy_alone"]["return_mean"])
+        return
     cfg = dataclasses.replace(presets.get("mbpo-cpu"), num_iterations=MBPO_ITERATIONS)
     trainer = make_mbpo_train(cfg)
     print("training MBPO (model + SAC critic)", flush=True)
@@ -127,6 +134,7 @@ def plot(rows: list[dict], sac_return: float) -> None:
                         label="with V(s_H)" if use_value else "without V")
         ax.axhline(sac_return, color="gray", lw=1, ls=":", label="SAC policy alone")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(HORIZONS)
         ax.set_xticklabels([str(h) for h in HORIZONS])
         ax.set_xlabel("planning horizon H")
