@@ -33,6 +33,11 @@ register(
     "pure-JAX continuous cart-pole swing-up (PETS reward)",
 )
 
+from mbjax.envs import pixel as _pixel  # noqa: E402
+
+register("pixel_pendulum", _pixel.PixelPendulum,
+         "pendulum swing-up seen through two stacked 32x32 frames (reward not in pixels)")
+
 from mbjax.envs import brax_envs as _brax_envs  # noqa: E402, F401  (registers the brax tasks)
 
 __all__ = [

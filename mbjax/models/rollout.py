@@ -10,11 +10,13 @@ A batch of B particles, each with its own action sequence, is propagated for H s
 * ``"expectation"``: every particle moves to the mean prediction of all members.
 
 TS modes sample s' ~ N(mu_e, sigma_e^2) for probabilistic models (``sample=True``);
-deterministic models (and ``sample=False``) use mu_e. All members' predictions are laid
-out as one batched matmul [E, B / E, ...], so TS-inf and TS-1 cost one member-forward
-per particle. ``disagreement`` (std over members of the predicted means, averaged over
-observation dims; MOPO/MOReL-style uncertainty) evaluates all members on all particles
-(E x the compute) and is only computed when asked for.
+deterministic models (and ``sample=False``) use mu_e. The noise comes from
+``mbjax.utils.random.hash_normal`` (a counter hash seeded from the key, ~4x faster than
+``jax.random.normal`` on CPU; PETS-sized plans draw tens of millions of normals per call).
+All members' predictions are laid out as one batched matmul [E, B / E, ...], so TS-inf
+and TS-1 cost one member-forward per particle. ``disagreement`` (std over members of the
+predicted means, averaged over observation dims; MOPO/MOReL-style uncertainty) evaluates
+all members on all particles (E x the compute) and is only computed when asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from flax import struct
 
 from mbjax.models.ensemble import EnsembleModel, ModelState
 from mbjax.types import Array, PRNGKey
+from mbjax.utils.random import hash_normal
 
 PROPAGATIONS = ("ts_inf", "ts1", "expectation")
 
@@ -115,9 +118,9 @@ def model_step(model: EnsembleModel, state: ModelState, obs: Array, action: Arra
             unpick(grouped.termination_prob)
     if sample and model.config.probabilistic:
         k1, k2 = jax.random.split(key_noise)
-        mu = mu + std * jax.random.normal(k1, mu.shape)
+        mu = mu + std * hash_normal(k1, mu.shape)
         if r_mu is not None:
-            r_mu = r_mu + r_std * jax.random.normal(k2, r_mu.shape)
+            r_mu = r_mu + r_std * hash_normal(k2, r_mu.shape)
     return mu, r_mu, term, disagreement
 
 
@@ -187,9 +190,9 @@ def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn
         mu, r_mu = pred.next_obs_mean, pred.reward_mean
         if sample and model.config.probabilistic:
             k1, k2 = jax.random.split(jax.random.split(key)[1])
-            mu = mu + pred.next_obs_std * jax.random.normal(k1, mu.shape)
+            mu = mu + pred.next_obs_std * hash_normal(k1, mu.shape)
             if r_mu is not None:
-                r_mu = r_mu + pred.reward_std * jax.random.normal(k2, r_mu.shape)
+                r_mu = r_mu + pred.reward_std * hash_normal(k2, r_mu.shape)
         reward = per_particle(reward_fn)(obs, action, mu) if reward_fn is not None else r_mu
         if termination_fn is not None:
             term = per_particle(termination_fn)(obs, action, mu)

@@ -28,6 +28,7 @@ from mbjax.planners.base import (
     sanitize_returns,
     shift,
 )
+from mbjax.utils.random import hash_truncated_normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ def cem_iterations(objective: Objective, config: CEMConfig, low, high, params: C
         mean, std, best_seq, best_ret, active, nbad, _ = carry
         key_eps, key_obj = jax.random.split(key)
         cap = jnp.minimum(jnp.minimum(mean - low, high - mean) / 2.0, std)
-        eps = jax.random.truncated_normal(key_eps, -2.0, 2.0, (config.population, h, a))
+        eps = hash_truncated_normal(key_eps, -2.0, 2.0, (config.population, h, a))
         samples = jnp.clip(mean + cap * eps, low, high)
         returns, bad = sanitize_returns(objective(objective_params, obs, samples, key_obj))
         top, idx = jax.lax.top_k(returns, config.num_elites)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from mbjax.planners.base import Objective, Planner, check_bounds, check_positive, sanitize_returns
+from mbjax.utils.random import hash_normal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def check_mppi_params(params: MPPIParams) -> None:
 
 def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high):
     """a_t = beta (mu_t + eps_t) + (1 - beta) a_{t-1}; returns [N, H, A] clipped."""
-    eps = sigma * jax.random.normal(key, (population,) + mean.shape)
+    eps = sigma * hash_normal(key, (population,) + mean.shape)
 
     def step(prev, x):
         mu_t, eps_t = x
