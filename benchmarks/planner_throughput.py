@@ -9,7 +9,8 @@ Settings (the issue's):
   5 iterations, 5 particles (1.2 GFLOP per call; per-call overhead matters).
 
 For each setting and N (parallel environments; ``planners.batch``), one jitted call plans
-for all N environments; time per call and per environment-call are medians of repeats.
+for all N environments (on a CPU also with ``chunk_size``: C envs at a time); time per
+call and per environment-call are medians of repeats.
 model evaluations/s = N x population x particles x horizon x iterations / time.
 FLOPs count the multiply-adds of the MLP layers (2 per MAC); the ceiling is the FLOP/s of
 an ensemble-shaped batched matmul [E, B, h] x [E, h, h] measured in the same run.
@@ -50,6 +51,9 @@ SETTINGS = {
                   elites=20, iterations=5, horizon=15, particles=5),
 }
 OBS, ACT = 18, 6
+# CPU rows for N > C are measured twice: one vmapped batch, and P.batch(chunk_size=C)
+# (C environments at a time; chosen by a sweep over 1, 4, 16 on the 2-core CPU).
+CPU_CHUNK = {"pets": 1, "pddm": 1, "small": 16}
 
 
 def flops_per_forward(s) -> float:
@@ -79,9 +83,9 @@ def build(s):
     return state, planner
 
 
-def time_ours(s, n: int, repeats: int) -> dict:
+def time_ours(s, n: int, repeats: int, chunk: int | None = None) -> dict:
     state, planner = build(s)
-    batched = P.batch(planner)
+    batched = P.batch(planner, chunk_size=chunk)
     keys = jax.random.split(jax.random.PRNGKey(1), n)
     pstate = jax.jit(batched.init)(keys)
     obs = jnp.zeros((n, OBS))
@@ -94,13 +98,22 @@ def time_ours(s, n: int, repeats: int) -> dict:
 def matmul_ceiling(repeats: int) -> float:
     """FLOP/s of [5, B, 200] x [5, 200, 200] (the ensemble layer shape), B = 8192 on a CPU
     and 2^20 on an accelerator (a small matmul only measures launch latency there; the
-    2026-11-26 H200 run used B = 8192, so its "ceiling fraction" column exceeds 100 %)."""
+    2026-11-26 H200 run used B = 8192, so its "ceiling fraction" column exceeds 100 %).
+    The best of max(20, repeats) calls: a ceiling is what the device can reach, and on a
+    shared machine the median drifts with other load (106-168 GFLOP/s in two runs here)."""
+    import time
+
     b = 8192 if jax.devices()[0].platform == "cpu" else 1 << 20
     a = jax.random.normal(jax.random.PRNGKey(0), (5, b, 200))
     w = jax.random.normal(jax.random.PRNGKey(1), (5, 200, 200))
     f = jax.jit(lambda a, w: jnp.einsum("ebi,eio->ebo", a, w))
-    _, t = time_call(lambda: f(a, w), max(repeats, 5))
-    return 2 * 5 * b * 200 * 200 / t
+    jax.block_until_ready(f(a, w))
+    best = float("inf")
+    for _ in range(max(20, repeats)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, w))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 5 * b * 200 * 200 / best
 
 
 def time_mbrl(s, tuned: bool, calls: int) -> dict | None:
@@ -140,7 +153,7 @@ def main() -> None:
     info["loadavg_start"] = os.getloadavg()
     gpu = info["platform"] != "cpu"
     defaults = {"pets": [1, 16, 256] if gpu else [1],
-                "pddm": [1, 16, 256, 1024] if gpu else [1, 16],
+                "pddm": [1, 16, 256, 1024] if gpu else [1, 16, 256],
                 "small": [1, 16, 256, 4096] if gpu else [1, 16, 256]}
     ceiling = matmul_ceiling(args.repeats)
     print(f"matmul ceiling: {ceiling / 1e9:.1f} GFLOP/s on {info['device_kind']}", flush=True)
@@ -156,11 +169,15 @@ def main() -> None:
                     baseline["tuned" if tuned else "as_installed"] = r["median_s"]
                     print(f"{name:6s} mbrl-lib ({'tuned' if tuned else 'as installed'}): "
                           f"{r['median_s']:.3f} s/call", flush=True)
-        for n in args.num_envs or defaults[name]:
-            r = time_ours(s, n, args.repeats)
+        runs = [(n, None) for n in args.num_envs or defaults[name]]
+        if not gpu:  # chunked batching keeps each chunk's particles in cache
+            runs += [(n, CPU_CHUNK[name]) for n, _ in runs if n > CPU_CHUNK[name]]
+            runs.sort(key=lambda nc: (nc[0], nc[1] or 0))
+        for n, chunk in runs:
+            r = time_ours(s, n, args.repeats, chunk)
             per_env = r["median_s"] / n
             row = {
-                "setting": name, "num_envs": n, **r,
+                "setting": name, "num_envs": n, "chunk_size": chunk, **r,
                 "per_env_call_s": per_env,
                 "model_evals_per_s": n * model_evals(s) / r["median_s"],
                 "gflop_per_call_per_env": flops_call / 1e9,
@@ -173,7 +190,8 @@ def main() -> None:
             for k, key in (("speedup_vs_mbrl", "as_installed"), ("speedup_vs_mbrl_tuned", "tuned")):
                 row[k] = baseline[key] / per_env if key in baseline else None
             rows.append(row)
-            print(f"{name:6s} N={n:5d} {r['median_s']:.3f} s/call, {per_env * 1e3:.1f} ms/env, "
+            print(f"{name:6s} N={n:5d} chunk {chunk or '-'} {r['median_s']:.3f} s/call, "
+                  f"{per_env * 1e3:.1f} ms/env, "
                   f"{row['gflop_per_s']:.1f} GFLOP/s ({row['ceiling_fraction']:.0%} of ceiling)"
                   + (f", {row['speedup_vs_mbrl']:.2f}x mbrl-lib" if row["speedup_vs_mbrl"]
                      else ""), flush=True)
@@ -193,13 +211,14 @@ def _table(rows, info) -> None:
 
     t = Table(title=f"planner throughput on {info['device_kind']} ({info['cpu']}, "
                     f"{info['cpu_count']} cores)")
-    cols = ("setting", "N", "s/call", "ms/env", "Meval/s", "GFLOP/s", "ceiling", "mbrl s/call",
-            "x mbrl", "x mbrl tuned")
+    cols = ("setting", "N", "chunk", "s/call", "ms/env", "Meval/s", "GFLOP/s", "ceiling",
+            "mbrl s/call", "x mbrl", "x mbrl tuned")
     for c in cols:
         t.add_column(c, justify="right")
     f = lambda v, fmt: "-" if v is None else format(v, fmt)
     for r in rows:
-        t.add_row(r["setting"], str(r["num_envs"]), f(r["median_s"], ".3f"),
+        t.add_row(r["setting"], str(r["num_envs"]), str(r.get("chunk_size") or "-"),
+                  f(r["median_s"], ".3f"),
                   f(r["per_env_call_s"] * 1e3, ".1f"), f(r["model_evals_per_s"] / 1e6, ".2f"),
                   f(r["gflop_per_s"], ".1f"), f(r["ceiling_fraction"], ".0%"),
                   f(r["mbrl_s_per_call"], ".3f"), f(r["speedup_vs_mbrl"], ".2f"),
@@ -215,8 +234,12 @@ def _plot(rows, path: Path, info) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in dict.fromkeys(r["setting"] for r in rows):
-        pts = [(r["num_envs"], r["per_env_call_s"] * 1e3) for r in rows if r["setting"] == name]
-        ax.plot(*zip(*pts), marker="o", label=f"mbjax {name}")
+        for chunked in (False, True):
+            pts = [(r["num_envs"], r["per_env_call_s"] * 1e3) for r in rows
+                   if r["setting"] == name and bool(r.get("chunk_size")) == chunked]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ls="--" if chunked else "-",
+                        label=f"mbjax {name}" + (" (chunked)" if chunked else ""))
         mb = next((r["mbrl_s_per_call"] for r in rows if r["setting"] == name), None)
         if mb:
             ax.axhline(mb * 1e3, ls="--", lw=1, color=ax.lines[-1].get_color(),

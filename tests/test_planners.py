@@ -62,6 +62,12 @@ def test_vmap_over_envs_equals_separate_calls_and_same_key_same_plan(name):
         np.testing.assert_allclose(infos["plan"][i], info_i["plan"], rtol=1e-5, atol=1e-6)
         a_again, _, _ = plan(planner.default_params, None, state_i, obs[i], keys[i])
         np.testing.assert_array_equal(a_i, a_again)
+    # Chunked batching (2 envs at a time, a remainder of 1) gives the same plans.
+    chunked = P.batch(planner, chunk_size=2)
+    actions_c, _, infos_c = jax.jit(chunked.plan)(planner.default_params, None, states, obs,
+                                                  keys)
+    np.testing.assert_allclose(actions_c, actions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(infos_c["plan"], infos["plan"], rtol=1e-5, atol=1e-6)
     if name != "gradient":  # gradient descent on this convex J converges to one answer
         other, _, _ = plan(planner.default_params, None, planner.init(keys[0]), obs[0],
                            keys[1])

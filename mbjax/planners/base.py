@@ -75,15 +75,32 @@ def shift(sequence: Array, fill: Array) -> Array:
     return jnp.concatenate([sequence[1:], fill[None]], axis=0)
 
 
-def batch(planner: Planner, batched_objective_params: bool = False) -> Planner:
+def batch(planner: Planner, batched_objective_params: bool = False,
+          chunk_size: int | None = None) -> Planner:
     """The same planner for N environments at once (one compiled call).
 
     ``init(keys [N])`` and ``plan(params, objective_params, states, obs [N, ...], keys [N])``
     vmap over the leading axis of state, obs and key; planner ``params`` are shared, and
     ``objective_params`` too unless ``batched_objective_params`` (e.g. one model per env).
+
+    ``chunk_size`` = C plans C environments at a time (``lax.map`` over ceil(N / C)
+    chunks, each vmapped) with the same results. On a CPU the
+    particles of a whole large batch no longer fit in cache and per-env time grows with N
+    (e.g. 30 -> 38 ms at N = 16 -> 256 on 2 cores); chunks of 8-16 keep it at its
+    best. On a GPU leave it None: one big batch is what keeps the device busy.
     """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     obj_axis = 0 if batched_objective_params else None
-    return planner._replace(
-        init=jax.vmap(planner.init),
-        plan=jax.vmap(planner.plan, in_axes=(None, obj_axis, 0, 0, 0)),
-    )
+    vplan = jax.vmap(planner.plan, in_axes=(None, obj_axis, 0, 0, 0))
+    if chunk_size is None:
+        plan = vplan
+    else:
+        def plan(params, objective_params, states, obs, keys):
+            if batched_objective_params:
+                return jax.lax.map(lambda a: planner.plan(params, *a),
+                                   (objective_params, states, obs, keys),
+                                   batch_size=chunk_size)
+            return jax.lax.map(lambda a: planner.plan(params, objective_params, *a),
+                               (states, obs, keys), batch_size=chunk_size)
+    return planner._replace(init=jax.vmap(planner.init), plan=plan)
