@@ -128,6 +128,8 @@ class TrainConfig:
     seed: int = 0
     num_seeds: int = 1
     """Independent seeds trained at once (vmapped): seed, seed + 1, ..."""
+    devices: int = 1
+    """Local devices the seeds are spread over (0 = all; num_seeds must be a multiple)."""
     out_dir: str = "runs"
     run_name: str = ""
     """Run directory name under out_dir; empty = <preset>-<env>-seed<seed>."""
@@ -140,8 +142,8 @@ class TrainConfig:
                   "buffer_capacity"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
-        if self.prefill_episodes < 0 or self.checkpoint_every < 0:
-            raise ValueError("prefill_episodes and checkpoint_every must be >= 0")
+        if self.prefill_episodes < 0 or self.checkpoint_every < 0 or self.devices < 0:
+            raise ValueError("prefill_episodes, checkpoint_every and devices must be >= 0")
         if self.buffer_capacity < self.num_envs:
             raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must be >= num_envs "
                              f"({self.num_envs})")

@@ -1,6 +1,7 @@
 """The host side of a training run: run directory, progress, logging, checkpoint/resume.
 
-``run(config)`` compiles ``jax.vmap(train_iteration)`` over the seeds once and loops over
+``run(config)`` compiles ``jax.vmap(train_iteration)`` over the seeds once (spread over
+``config.devices`` local devices by ``mbjax.sharding``) and loops over
 iterations on the host:
 
     runs/<name>/config.json        the resolved config (what --resume reloads)
@@ -31,6 +32,7 @@ import numpy as np
 
 from mbjax import checkpoint
 from mbjax.models.training import raise_if_failed
+from mbjax.sharding import jit_over_seeds, place, seed_sharding
 from mbjax.training.config import TrainConfig
 from mbjax.training.loop import make_train
 
@@ -170,15 +172,17 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
 
     trainer = make_trainer(config)
     seeds = [config.seed + i for i in range(config.num_seeds)]
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    init = jax.jit(jax.vmap(trainer.init))
-    step = jax.jit(jax.vmap(trainer.train_iteration), donate_argnums=0)
+    sharding = seed_sharding(len(seeds), getattr(config, "devices", 1))
+    keys = place(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), sharding)
+    init = jit_over_seeds(jax.vmap(trainer.init), sharding)
+    step = jit_over_seeds(jax.vmap(trainer.train_iteration), sharding, donate=True)
     metadata = {"config": config_to_dict(config)}
     ckpt_root = run_dir / "checkpoints"
 
     t0 = time.perf_counter()
     if resume is not None and list_checkpoints(run_dir):
-        state = load_latest(run_dir, jax.eval_shape(init, keys), metadata, console)
+        state = place(load_latest(run_dir, jax.eval_shape(init, keys), metadata, console),
+                      sharding)
         start = int(np.asarray(state.iteration)[0])
         console.print(f"resumed {run_dir} at iteration {start}")
     else:
@@ -190,7 +194,9 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     console.print(f"[bold]mbjax train[/] {config.preset}: {config.env.name}, "
                   f"{getattr(config, 'description', config.planner.kind + ' planner')}, "
                   f"{len(seeds)} seed(s), "
-                  f"{config.num_envs} env(s), on {jax.devices()[0].device_kind} -> {run_dir}")
+                  f"{config.num_envs} env(s), on {jax.devices()[0].device_kind}"
+                  + (f" x {sharding.mesh.size} devices" if sharding is not None else "")
+                  + f" -> {run_dir}")
 
     end = config.num_iterations if stop_after is None else min(config.num_iterations,
                                                                  start + stop_after)
