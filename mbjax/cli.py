@@ -3,6 +3,7 @@
   mbjax train [PRESET] [--any.config.field VALUE ...]   train (default preset: pddm-cpu)
   mbjax train --resume RUN_DIR                          continue a run
   mbjax eval RUN_DIR                                    MPC episodes with a run's model
+  mbjax sweep SPEC.yaml                                 grid sweep (floats vmapped), table + plot
   mbjax presets | mbjax envs                            list presets / environments
   mbjax rollout [--env ...]                             random-policy rollout report
   mbjax diagnostics [--env ...]                         model error, k-step error, calibration
@@ -99,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             return _train(rest)
         if command == "eval":
             return _eval(rest)
+        if command == "sweep":
+            if len(rest) != 1 or rest[0].startswith("-"):
+                print("usage: mbjax sweep SPEC.yaml  (see mbjax.training.sweep for the "
+                      "format)", file=sys.stderr)
+                return 2
+            from mbjax.training.sweep import load_spec, run_sweep
+
+            run_sweep(load_spec(rest[0]))
+            return 0
         if command == "presets":
             return _presets()
         if command == "envs":

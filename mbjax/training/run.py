@@ -104,26 +104,31 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
+    """Return vs env steps, mean +- std over seeds; one curve per sweep point (rows of a
+    ``SeedBatch`` run carry a ``point`` label), a single curve otherwise."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seeds = sorted({r["seed"] for r in rows})
     its = sorted({r["iteration"] for r in rows})
-    ret = np.array([[next(r["return_mean"] for r in rows
-                          if r["seed"] == s and r["iteration"] == i) for s in seeds]
-                    for i in its])
     steps = np.array([next(r["env_steps"] for r in rows if r["iteration"] == i) for i in its])
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    mean, std = ret.mean(1), ret.std(1)
-    ax.plot(steps, mean, marker="o", label=f"mean over {len(seeds)} seed(s)")
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, label="± std")
+    for point in dict.fromkeys(r.get("point", "") for r in rows):
+        mine = [r for r in rows if r.get("point", "") == point]
+        seeds = sorted({r["seed"] for r in mine})
+        ret = np.array([[next(r["return_mean"] for r in mine
+                              if r["seed"] == s and r["iteration"] == i) for s in seeds]
+                        for i in its])
+        mean, std = ret.mean(1), ret.std(1)
+        label = f"{point}, " if point else ""
+        ax.plot(steps, mean, marker="o", label=f"{label}mean over {len(seeds)} seed(s)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return (MPC)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -139,12 +144,29 @@ def _start_wandb(config: TrainConfig, run_dir: Path):
                       config=config_to_dict(config), resume="allow")
 
 
+@dataclasses.dataclass(frozen=True)
+class SeedBatch:
+    """What the S vmapped members of a run are, when not just seeds seed .. seed + S - 1
+    with the config's planner floats (``mbjax sweep`` uses it).
+
+    seeds: the S seeds; labels: S dicts merged into each member's metric rows (a
+    ``point`` string names its sweep point); planner_params: the planner's params
+    pytree with a leading [S] axis (None: the config's for all members).
+    """
+
+    seeds: tuple[int, ...]
+    labels: tuple[dict, ...]
+    planner_params: object = None
+
+
 def run(config: TrainConfig | None = None, resume: str | Path | None = None,
-        console=None, stop_after: int | None = None) -> dict:
+        console=None, stop_after: int | None = None, batch: SeedBatch | None = None) -> dict:
     """Trains ``config`` (or resumes the run directory ``resume``); returns the summary.
 
     ``stop_after`` ends the host loop after that many iterations in this call (used to
-    test resuming; the run directory stays resumable).
+    test resuming; the run directory stays resumable). ``batch`` sets per-member seeds,
+    metric labels and planner floats (saved as ``batch.json``; resuming reloads it and
+    takes the floats from the checkpoint).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -171,10 +193,25 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         (run_dir / "metrics.jsonl").write_text("")
 
     trainer = make_trainer(config)
-    seeds = [config.seed + i for i in range(config.num_seeds)]
+    batch_file = run_dir / "batch.json"
+    if batch is not None:
+        if len(batch.seeds) != config.num_seeds or len(batch.labels) != config.num_seeds:
+            raise ValueError(f"a SeedBatch needs num_seeds ({config.num_seeds}) seeds and "
+                             f"labels, got {len(batch.seeds)} and {len(batch.labels)}")
+        batch_file.write_text(json.dumps({"seeds": list(batch.seeds),
+                                          "labels": list(batch.labels)}))
+    elif resume is not None and batch_file.exists():
+        stored_batch = json.loads(batch_file.read_text())
+        batch = SeedBatch(tuple(stored_batch["seeds"]), tuple(stored_batch["labels"]))
+    seeds = list(batch.seeds) if batch else [config.seed + i for i in range(config.num_seeds)]
+    labels = list(batch.labels) if batch else [{} for _ in seeds]
     sharding = seed_sharding(len(seeds), getattr(config, "devices", 1))
     keys = place(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), sharding)
-    init = jit_over_seeds(jax.vmap(trainer.init), sharding)
+    if batch is not None and batch.planner_params is not None:
+        params = place(batch.planner_params, sharding)
+        init = jit_over_seeds(lambda k: jax.vmap(trainer.init)(k, params), sharding)
+    else:
+        init = jit_over_seeds(jax.vmap(trainer.init), sharding)
     step = jit_over_seeds(jax.vmap(trainer.train_iteration), sharding, donate=True)
     metadata = {"config": config_to_dict(config)}
     ckpt_root = run_dir / "checkpoints"
@@ -211,17 +248,18 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             state, metrics = step(state)
             rows = _host_metrics(metrics, len(seeds))
             dt = time.perf_counter() - t_it
-            for seed, row in zip(seeds, rows):
+            for seed, label, row in zip(seeds, labels, rows):
                 if "model/data_nonfinite" in row:  # a model was trained this iteration
                     raise_if_failed({k: np.asarray(v) for k, v in row.items()}, it + 1)
-                row.update(seed=seed, **{"time/iteration_s": dt})
+                row.update(seed=seed, **label, **{"time/iteration_s": dt})
                 log.write(json.dumps(row) + "\n")
             log.flush()
             ret = np.mean([r["return_mean"] for r in rows])
             progress.update(task, advance=1, status=f"return {ret:.1f}")
             if wb is not None:
                 wb.log({k: float(np.mean([r[k] for r in rows])) for k in rows[0]
-                        if k != "seed"}, step=rows[0]["env_steps"])
+                        if k != "seed" and isinstance(rows[0][k], (int, float))},
+                       step=rows[0]["env_steps"])
             last = it + 1 == config.num_iterations
             if last or (config.checkpoint_every and (it + 1) % config.checkpoint_every == 0):
                 save_checkpoint(ckpt_root, it + 1, state, metadata)
@@ -306,13 +344,14 @@ def _summarise(config: TrainConfig, rows: list[dict], wall_s: float, run_dir: Pa
     last = [r["return_mean"] for r in rows if r["iteration"] == last_it]
     best = {}
     for r in rows:
-        best[r["seed"]] = max(best.get(r["seed"], -np.inf), r["return_mean"])
+        who = (r.get("point", ""), r["seed"])
+        best[who] = max(best.get(who, -np.inf), r["return_mean"])
     return {
         "run_dir": str(run_dir),
         "preset": config.preset,
         "env": config.env.name,
         "device": jax.devices()[0].device_kind,
-        "seeds": sorted(best),
+        "seeds": sorted({seed for _, seed in best}),
         "iterations": last_it,
         "env_steps": max(r["env_steps"] for r in rows),
         "return_first_iteration": float(np.mean(first)) if first else None,

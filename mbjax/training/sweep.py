@@ -1,0 +1,241 @@
+"""``mbjax sweep SPEC``: a grid over config fields, with seeds and float planner
+hyper-parameters vmapped inside one program.
+
+A spec (YAML or JSON)::
+
+    preset: pddm-cpu                 # the base config (any preset)
+    overrides:                       # dotted config fields, applied to every point
+      env.name: pendulum
+      num_iterations: 4
+    grid:                            # dotted field -> values; the sweep is their product
+      planner.kappa: [1.0, 10.0]     # a planner float: vmapped with the seeds
+      planner.horizon: [10, 25]      # changes shapes: a separate program per value
+    num_seeds: 2                     # seeds per point (seed, seed + 1, ...)
+    name: kappa-horizon              # results under <out_dir>/<name>/
+    out_dir: runs
+
+Axes whose field is one of the planner's tunable floats (``planner.kappa``, ``beta``,
+``sigma`` for MPPI, ``alpha`` for CEM/iCEM, ``noise_exponent`` for iCEM,
+``learning_rate`` for the gradient planner) live in ``TrainState.planner_params``, so all
+their combinations x seeds are the vmapped members of ONE ``mbjax.training.run.run``
+(one compilation); every other axis (horizon, population, widths, env, ...) changes
+shapes and gets its own run. Each run is an ordinary run directory (resumable with
+``mbjax train --resume``). At the end ``<name>/sweep.{json,csv,md,png}`` hold the final
+return of every point, mean +- std over its seeds.
+
+What is not here yet (issue #8): spreading the separate programs over devices or hosts,
+and wandb sweeps (``mbjax agent``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mbjax.training import presets
+from mbjax.training.config import TrainConfig
+
+# Planner config fields that are leaves of the planner's params pytree, per kind.
+VMAPPED_FIELDS = {"mppi": ("kappa", "beta", "sigma"), "cem": ("alpha",),
+                  "icem": ("alpha", "noise_exponent"), "gradient": ("learning_rate",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A grid sweep; see the module docstring."""
+
+    grid: dict[str, list]
+    preset: str = presets.DEFAULT_PRESET
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_seeds: int = 2
+    seed: int = 0
+    name: str = "sweep"
+    out_dir: str = "runs"
+
+    def __post_init__(self):
+        if not self.grid:
+            raise ValueError("a sweep needs at least one grid axis")
+        for field, values in self.grid.items():
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ValueError(f"grid axis {field!r} needs a non-empty list of values, "
+                                 f"got {values!r}")
+        if self.num_seeds < 1:
+            raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}")
+        presets.get(self.preset)  # unknown presets fail here
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Reads a YAML (.yaml/.yml) or JSON spec; unknown keys are an error."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sweep spec {path} does not exist")
+    data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else \
+        json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a sweep spec is a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(SweepSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown spec keys {unknown}; valid: {sorted(known)}")
+    return SweepSpec(**data)
+
+
+def apply_overrides(config, overrides: dict[str, Any], _prefix: str = ""):
+    """``config`` with the (nested, dotted) fields of ``overrides`` replaced, each nested
+    dataclass in ONE ``replace`` so that coupled fields (e.g. num_members and
+    num_elites) are validated together. Unknown names are an error."""
+    names = [f.name for f in dataclasses.fields(config)]
+    direct, nested = {}, {}
+    for dotted, value in overrides.items():
+        head, _, rest = dotted.partition(".")
+        if head not in names:
+            raise KeyError(f"unknown config field {_prefix + dotted!r} "
+                           f"({type(config).__name__} has {', '.join(names)})")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            current = getattr(config, head)
+            direct[head] = tuple(value) if isinstance(current, tuple) and isinstance(
+                value, list) else value
+    for head, sub in nested.items():
+        direct[head] = apply_overrides(getattr(config, head), sub, f"{_prefix}{head}.")
+    return dataclasses.replace(config, **direct)
+
+
+def set_field(config, dotted: str, value):
+    """``config`` with the one (nested) field ``a.b.c`` replaced."""
+    return apply_overrides(config, {dotted: value})
+
+
+def _label(point: dict) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()) or "base"
+
+
+def programs(spec: SweepSpec) -> list[tuple[TrainConfig, list[dict], list[dict]]]:
+    """Splits the grid into runs: [(config, shape_point, float_points)], where the run's
+    members are float_points x seeds."""
+    base = apply_overrides(presets.get(spec.preset), spec.overrides)
+    if not isinstance(base, TrainConfig):
+        raise ValueError(f"mbjax sweep runs the MPC pipeline presets; {spec.preset!r} is an "
+                         f"agent preset")
+    vmapped = {f"planner.{f}" for f in VMAPPED_FIELDS.get(base.planner.kind, ())}
+    float_axes = {k: v for k, v in spec.grid.items() if k in vmapped}
+    shape_axes = {k: v for k, v in spec.grid.items() if k not in vmapped}
+    float_points = [dict(zip(float_axes, vals))
+                    for vals in itertools.product(*float_axes.values())]
+    out = []
+    for vals in itertools.product(*shape_axes.values()):
+        shape_point = dict(zip(shape_axes, vals))
+        config = apply_overrides(base, shape_point)
+        config = dataclasses.replace(
+            config, num_seeds=len(float_points) * spec.num_seeds, seed=spec.seed,
+            out_dir=str(Path(spec.out_dir) / spec.name), run_name=_label(shape_point))
+        out.append((config, shape_point, float_points))
+    return out
+
+
+def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
+    """Runs every program of the sweep and writes the sweep table and plot."""
+    from rich.console import Console
+
+    from mbjax.training.loop import make_train
+    from mbjax.training.run import SeedBatch, read_metrics, run
+
+    console = console or Console()
+    todo = programs(spec)
+    for config, _, _ in todo:  # validate every point before compiling anything
+        dataclasses.replace(config)
+    results = []
+    for config, shape_point, float_points in todo:
+        trainer = make_train(config)
+        default = trainer.planner.default_params
+        seeds, labels, params = [], [], []
+        for fp in float_points:
+            point = {**shape_point, **fp}
+            for i in range(spec.num_seeds):
+                seeds.append(spec.seed + i)
+                labels.append({"point": _label(point), **point})
+                params.append(default.replace(**{k.split(".", 1)[1]: float(v)
+                                                  for k, v in fp.items()}))
+        stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params)
+        console.rule(f"sweep {spec.name}: {_label(shape_point)} "
+                     f"({len(float_points)} vmapped point(s) x {spec.num_seeds} seeds)")
+        run_dir = Path(config.out_dir) / config.run_name
+        run(config, resume=run_dir if (run_dir / "config.json").exists() else None,
+            console=console, batch=SeedBatch(tuple(seeds), tuple(labels), stacked))
+        rows = read_metrics(run_dir)
+        last = max(r["iteration"] for r in rows)
+        for fp in float_points:
+            point = {**shape_point, **fp}
+            final = [r["return_mean"] for r in rows
+                     if r["iteration"] == last and r["point"] == _label(point)]
+            results.append({**point, "point": _label(point), "run_dir": str(run_dir),
+                            "iteration": last, "return_mean": float(np.mean(final)),
+                            "return_std": float(np.std(final)), "returns": final})
+    _write(spec, results, console)
+    return results
+
+
+def _write(spec: SweepSpec, results: list[dict], console) -> None:
+    from mbjax.utils.bench import machine_info
+
+    root = Path(spec.out_dir) / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps(
+        {"spec": dataclasses.asdict(spec), "machine": machine_info(), "results": results},
+        indent=2))
+    axes = list(spec.grid)
+    with (root / "sweep.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(axes + ["return_mean", "return_std", "num_seeds"])
+        for r in results:
+            w.writerow([r[a] for a in axes] + [r["return_mean"], r["return_std"],
+                                                len(r["returns"])])
+    lines = ["| " + " | ".join(axes) + " | final return (mean ± std over seeds) |",
+             "|" + "---|" * (len(axes) + 1)]
+    lines += ["| " + " | ".join(str(r[a]) for a in axes)
+              + f" | {r['return_mean']:.1f} ± {r['return_std']:.1f} |" for r in results]
+    (root / "sweep.md").write_text("\n".join(lines) + "\n")
+    _plot(spec, results, root / "sweep.png")
+    console.print("\n".join(lines))
+    console.print(f"wrote {root}/sweep.{{json,csv,md,png}}")
+
+
+def _plot(spec: SweepSpec, results: list[dict], path: Path) -> None:
+    """Final return vs the first axis, one line per combination of the other axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_axis, others = list(spec.grid)[0], list(spec.grid)[1:]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    groups = dict.fromkeys(tuple(r[o] for o in others) for r in results)
+    for g in groups:
+        rs = [r for r in results if tuple(r[o] for o in others) == g]
+        xs = list(range(len(rs))) if any(isinstance(r[x_axis], str) for r in rs) else \
+            [r[x_axis] for r in rs]
+        mean = np.array([r["return_mean"] for r in rs])
+        std = np.array([r["return_std"] for r in rs])
+        label = ", ".join(f"{o.split('.')[-1]}={v}" for o, v in zip(others, g)) or "mean"
+        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=label)
+        if isinstance(rs[0][x_axis], str):
+            ax.set_xticks(xs, [r[x_axis] for r in rs])
+    ax.set_xlabel(x_axis)
+    ax.set_ylabel("final episode return (mean ± std over seeds)")
+    ax.set_title(f"sweep {spec.name} ({spec.preset})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
