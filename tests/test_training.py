@@ -117,12 +117,12 @@ def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
     ckpts = list_checkpoints(tmp_path / "r")
     assert [p.name for p in ckpts] == ["iter_000001", "iter_000002"]
     from mbjax import checkpoint
-    from mbjax.training.run import config_to_dict
+    from mbjax.training.run import comparable_config
 
     trainer = make_train(other)
     template = jax.eval_shape(jax.vmap(trainer.init), jnp.stack([jax.random.PRNGKey(0)]))
     with pytest.raises(CheckpointError, match="planner.horizon: checkpoint 10, expected 12"):
-        checkpoint.load(ckpts[-1], template, {"config": config_to_dict(other),
+        checkpoint.load(ckpts[-1], template, {"config": comparable_config(other),
                                               "iteration": 2})
     # Corrupt the newest checkpoint: a clear message, and the previous one still loads.
     for f in (ckpts[-1] / "state").rglob("*"):
@@ -131,7 +131,7 @@ def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         checkpoint.load(ckpts[-1], jax.eval_shape(
             jax.vmap(make_train(cfg).init), jnp.stack([jax.random.PRNGKey(0)])),
-            {"config": config_to_dict(cfg), "iteration": 2})
+            {"config": comparable_config(cfg), "iteration": 2})
     summary = run(None, resume=tmp_path / "r")  # falls back to iter_000001, reruns iter 2
     assert summary["iterations"] == 2
 

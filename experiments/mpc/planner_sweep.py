@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
 
     from mbjax.training.loop import make_train
-    from mbjax.training.run import config_from_dict, config_to_dict, load_latest
+    from mbjax.training.run import comparable_config, config_from_dict, load_latest
     from mbjax.utils.bench import machine_info
 
     run_dir = Path(args.run_dir)
@@ -43,7 +43,7 @@ def main() -> None:
     trainer = make_train(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
-    state = load_latest(run_dir, template, {"config": config_to_dict(config)})
+    state = load_latest(run_dir, template, {"config": comparable_config(config)})
 
     def evaluate(kappa, sigma, state, key):
         params = state.planner_params.replace(kappa=kappa, sigma=sigma)

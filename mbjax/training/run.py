@@ -41,6 +41,16 @@ def config_to_dict(config: TrainConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+# Fields that change how a run is computed, not what it computes: a checkpoint may be
+# resumed with other values (e.g. on a machine with another number of devices).
+RUNTIME_FIELDS = ("devices",)
+
+
+def comparable_config(config) -> dict:
+    """The config as a dict without ``RUNTIME_FIELDS`` (what checkpoints must match)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+
+
 def config_from_dict(d: dict) -> TrainConfig:
     """Inverse of ``config_to_dict`` (nested dataclasses, tuples restored)."""
     if "algorithm" in d:  # an agent's config (mbjax.agents: MBPO/SAC, distillation)
@@ -177,10 +187,12 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         if not (run_dir / "config.json").exists():
             raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
         stored = config_from_dict(json.loads((run_dir / "config.json").read_text()))
-        if config is not None and config_to_dict(config) != config_to_dict(stored):
-            diff = _config_diff(config_to_dict(stored), config_to_dict(config))
+        if config is not None and comparable_config(config) != comparable_config(stored):
+            diff = _config_diff(comparable_config(stored), comparable_config(config))
             raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
                              f"\n{diff}\nDrop the overrides to resume, or start a new run.")
+        if config is not None and hasattr(stored, "devices"):
+            stored = dataclasses.replace(stored, devices=getattr(config, "devices", 1))
         config = stored
     else:
         config = config or TrainConfig()
@@ -213,7 +225,7 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     else:
         init = jit_over_seeds(jax.vmap(trainer.init), sharding)
     step = jit_over_seeds(jax.vmap(trainer.train_iteration), sharding, donate=True)
-    metadata = {"config": config_to_dict(config)}
+    metadata = {"config": comparable_config(config)}
     ckpt_root = run_dir / "checkpoints"
 
     t0 = time.perf_counter()
@@ -386,7 +398,7 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None) -> dict:
     trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
-    state = load_latest(run_dir, template, {"config": config_to_dict(config)}, console)
+    state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)
     eval_keys = jax.random.split(jax.random.PRNGKey(seed), config.num_seeds)
     returns = np.asarray(jax.jit(jax.vmap(trainer.evaluate))(state, eval_keys))
     result = {"run_dir": str(run_dir), "iteration": int(np.asarray(state.iteration)[0]),
