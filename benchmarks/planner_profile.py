@@ -15,7 +15,7 @@ case) this times, each as its own jitted call (medians of repeats):
 
     python benchmarks/planner_profile.py [--setting small] [--num-envs 16]
 
-Prints a table and writes benchmarks/results/planner_profile_<device>.json.
+Prints a table and writes benchmarks/results/planner_profile_<setting>_<device>.json.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> None:
         print(f"{r['part']:16s} {r['s']:8.3f} {r['ms_per_env']:8.2f} "
               f"{r['share_of_plan']:8.0%}{extra}")
     tag = info["device_kind"].replace(" ", "_").lower()
-    out = RESULTS / f"planner_profile_{tag}.json"
+    out = RESULTS / f"planner_profile_{args.setting}_{tag}.json"
     out.write_text(json.dumps({"machine": info, "setting": args.setting, "num_envs": n,
                                "settings": s, "ceiling_gflop_per_s": ceiling / 1e9,
                                "noise_samples_per_call": noise_shape[0] * noise_shape[1],
