@@ -35,7 +35,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _is_mjx(env) -> bool:
-    return hasattr(env.unwrapped, "brax_env")
+    """MJX-backed (batch sizes capped at --max-mjx-batch, no wrapped variant): the brax
+    tasks and the MJX hand."""
+    u = env.unwrapped
+    return hasattr(u, "brax_env") or hasattr(u, "mjx_model")
 
 
 def _scan_steps(step, state, actions):
@@ -139,7 +142,7 @@ def main() -> None:
                 rows.append(r)
                 print(f"{name:18s} {variant:16s} N={b:5d}  {r['steps_per_s']:12.4g} steps/s"
                       f"  (first call {r['compile_and_run_s']:.1f} s)", flush=True)
-        if mjx_env:
+        if hasattr(env.unwrapped, "brax_env"):  # the wrapper comparison needs brax's step
             o = mjx_overhead(env, args.overhead_batch, steps, args.repeats, key)
             o.update(env=name)
             overheads.append(o)
