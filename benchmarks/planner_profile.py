@@ -31,13 +31,13 @@ from planner_throughput import (  # noqa: E402  (run as a script from the repo r
     OBS,
     RESULTS,
     SETTINGS,
+    build,
     flops_per_forward,
     matmul_ceiling,
     model_evals,
 )
 
 import mbjax.planners as P
-from mbjax.models import EnsembleConfig, EnsembleModel
 from mbjax.networks.mlp import ensemble_mlp_apply
 from mbjax.utils.bench import machine_info, time_call
 from mbjax.utils.random import hash_normal
@@ -46,25 +46,6 @@ from mbjax.utils.random import hash_normal
 def timed(repeats: int, fn, *args) -> float:
     """Median seconds of fn(*args) after a compile-and-warm-up call."""
     return time_call(lambda: fn(*args), repeats)[1]
-
-
-def build(s, sample: bool):
-    model = EnsembleModel(OBS, ACT, EnsembleConfig(
-        num_members=s["members"], num_elites=s["members"], hidden_sizes=s["hidden"],
-        probabilistic=s["prob"], weight_decay=()))
-    state = model.init(jax.random.PRNGKey(0))
-    reward_fn = lambda o, a, n: n[0] - 0.1 * jnp.sum(a**2)
-    objective = P.make_model_objective(model, reward_fn, num_particles=s["particles"],
-                                       sample=sample)
-    low, high = -jnp.ones(ACT), jnp.ones(ACT)
-    if s["planner"] == "cem":
-        planner = P.make_cem(objective, low, high, P.CEMConfig(
-            horizon=s["horizon"], population=s["population"], num_elites=s["elites"],
-            iterations=s["iterations"]))
-    else:
-        planner = P.make_mppi(objective, low, high, P.MPPIConfig(
-            horizon=s["horizon"], population=s["population"], iterations=s["iterations"]))
-    return model, state, objective, planner
 
 
 def main() -> None:

@@ -65,13 +65,16 @@ def model_evals(s) -> int:
     return s["population"] * s["particles"] * s["horizon"] * s["iterations"]
 
 
-def build(s):
+def build(s, sample: bool = True):
+    """(model, model_state, objective, planner) of a setting; ``sample=False`` uses the
+    members' means instead of sampling the Gaussian head (planner_profile.py)."""
     model = EnsembleModel(OBS, ACT, EnsembleConfig(
         num_members=s["members"], num_elites=s["members"], hidden_sizes=s["hidden"],
         probabilistic=s["prob"], weight_decay=()))
     state = model.init(jax.random.PRNGKey(0))
     reward_fn = lambda o, a, n: n[0] - 0.1 * jnp.sum(a**2)
-    objective = P.make_model_objective(model, reward_fn, num_particles=s["particles"])
+    objective = P.make_model_objective(model, reward_fn, num_particles=s["particles"],
+                                       sample=sample)
     low, high = -jnp.ones(ACT), jnp.ones(ACT)
     if s["planner"] == "cem":
         planner = P.make_cem(objective, low, high, P.CEMConfig(
@@ -80,11 +83,11 @@ def build(s):
     else:
         planner = P.make_mppi(objective, low, high, P.MPPIConfig(
             horizon=s["horizon"], population=s["population"], iterations=s["iterations"]))
-    return state, planner
+    return model, state, objective, planner
 
 
 def time_ours(s, n: int, repeats: int, chunk: int | None = None) -> dict:
-    state, planner = build(s)
+    _, state, _, planner = build(s)
     batched = P.batch(planner, chunk_size=chunk)
     keys = jax.random.split(jax.random.PRNGKey(1), n)
     pstate = jax.jit(batched.init)(keys)

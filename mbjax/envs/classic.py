@@ -104,19 +104,19 @@ class Pendulum(Env):
         zero = jnp.zeros(())
         return State(physics=x, obs=self.observe(x), reward=zero, done=zero)
 
+    def reward(self, theta: Array, theta_dot: Array, action: Array) -> Array:
+        """Gymnasium's r = -(normalize(theta)^2 + 0.1 theta_dot^2 + 0.001 u^2), u clipped."""
+        u = jnp.clip(action[0], -self.max_torque, self.max_torque)
+        return -(angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * u**2)
+
     def _step(self, state: State, action: Array) -> State:
         x = state.physics
-        u = jnp.clip(action[0], -self.max_torque, self.max_torque)
-        cost = angle_normalize(x[0]) ** 2 + 0.1 * x[1] ** 2 + 0.001 * u**2
         new_x = self.dynamics(self.params, x, action)
-        return state.replace(
-            physics=new_x, obs=self.observe(new_x), reward=-cost, done=jnp.zeros(())
-        )
+        return state.replace(physics=new_x, obs=self.observe(new_x),
+                             reward=self.reward(x[0], x[1], action), done=jnp.zeros(()))
 
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        theta = jnp.arctan2(obs[1], obs[0])
-        u = jnp.clip(action[0], -self.max_torque, self.max_torque)
-        return -(theta**2 + 0.1 * obs[2] ** 2 + 0.001 * u**2)
+        return self.reward(jnp.arctan2(obs[1], obs[0]), obs[2], action)
 
 
 # ----------------------------------------------------------------------------------------

@@ -168,9 +168,7 @@ class PixelPendulum(Env):
 
     def _step(self, state: State, action: Array) -> State:
         x = state.physics
-        u = jnp.clip(action[0], -self.max_torque, self.max_torque)
-        cost = angle_normalize(x[0]) ** 2 + 0.1 * x[1] ** 2 + 0.001 * u**2
         new_x = self.dynamics(self.params, x, action)
-        return state.replace(
-            physics=new_x, obs=self.observe(new_x), reward=-cost, done=jnp.zeros(())
-        )
+        return state.replace(physics=new_x, obs=self.observe(new_x),
+                             reward=self.pendulum.reward(x[0], x[1], action),
+                             done=jnp.zeros(()))
