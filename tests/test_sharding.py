@@ -1,6 +1,6 @@
-"""Seeds spread over several devices (mbjax.sharding): same metrics as one device.
+"""A run spread over several devices (mbjax.sharding): same metrics as one device.
 
-Runs in a subprocess with 4 forced CPU host devices (the flag must be set before JAX
+Runs in a subprocess with 8 forced CPU host devices (the flag must be set before JAX
 starts, and this test process already started it)."""
 
 import json
@@ -17,10 +17,12 @@ SCRIPT = textwrap.dedent("""
     import dataclasses, json, sys
     import jax
     from mbjax.models import EnsembleConfig, ModelTrainConfig
+    from mbjax.sharding import jit_over_seeds, seed_sharding, vmap_over_seeds
     from mbjax.training import EnvConfig, PlannerConfig, TrainConfig
-    from mbjax.training.run import read_metrics, run, list_checkpoints
+    from mbjax.training.loop import make_train
+    from mbjax.training.run import read_metrics, run
 
-    assert jax.local_device_count() == 4, jax.devices()
+    assert jax.local_device_count() == 8, jax.devices()
     out = sys.argv[1]
     base = TrainConfig(
         preset="tiny", env=EnvConfig(name="pendulum", episode_length=50),
@@ -31,43 +33,80 @@ SCRIPT = textwrap.dedent("""
                               sigma=1.0, num_particles=2),
         num_envs=2, num_iterations=2, buffer_capacity=2000, num_seeds=4, out_dir=out)
     result = {}
-    for name, devices in (("one", 1), ("all", 0)):
-        run(dataclasses.replace(base, devices=devices, run_name=name))
+    # one device; 4 devices, one seed each; all 8 as 4 seed groups x 2 data devices
+    for name, devices, data in (("one", 1, 1), ("seeds", 4, 1), ("mixed", 0, 2)):
+        run(dataclasses.replace(base, devices=devices, data_parallel=data, run_name=name))
         result[name] = read_metrics(f"{out}/{name}")
     # Resuming the sharded run from its first checkpoint gives the same metrics.
-    part = dataclasses.replace(base, devices=0, run_name="part")
+    part = dataclasses.replace(base, devices=0, data_parallel=2, run_name="part")
     run(part, stop_after=1)
-    run(None, resume=f"{out}/part")
+    run(part, resume=f"{out}/part")
     result["resumed"] = read_metrics(f"{out}/part")
+    # Float all-reduces in the compiled iteration: none when only seeds are split (they
+    # never talk; vmapped while loops only agree on their stop flag, a pred[] reduce);
+    # model gradients and candidate returns summed over devices when a seed's data is.
+    trainer = make_train(base)
+    counts = {}
+    for devices, data in ((4, 1), (8, 8)):
+        sharding = seed_sharding(4, devices, data)
+        init = jit_over_seeds(vmap_over_seeds(trainer.init, sharding), sharding)
+        keys = jax.device_put(jax.random.split(jax.random.PRNGKey(0), 4), sharding)
+        step = jit_over_seeds(vmap_over_seeds(trainer.train_iteration, sharding), sharding)
+        hlo = step.lower(init(keys)).compile().as_text()
+        counts[f"{devices}x{data}"] = sum(
+            "f32" in line.split("all-reduce(")[0]
+            for line in hlo.splitlines() if "all-reduce(" in line)
+    result["all_reduce"] = counts
     print("RESULT" + json.dumps(result))
 """)
 
 
 @pytest.mark.slow
-def test_seeds_on_four_devices_equal_one_device(tmp_path):
+def test_seeds_and_data_on_eight_devices_equal_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=4"),
+                                      + " --xla_force_host_platform_device_count=8"),
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
     result = json.loads(line[len("RESULT"):])
-    assert "x 4 devices" in " ".join(out.stdout.split())  # rich may wrap the line
+    text = " ".join(out.stdout.split())  # rich may wrap the line
+    assert "x 4 devices (4 seeds x 1 data)" in text
+    assert "x 8 devices (4 seeds x 2 data)" in text
     key = lambda r: (r["seed"], r["iteration"])
-    one, many, resumed = (sorted(result[k], key=key) for k in ("one", "all", "resumed"))
-    assert [key(r) for r in one] == [key(r) for r in many] == [key(r) for r in resumed]
+    one, seeds, mixed, resumed = (sorted(result[k], key=key)
+                                  for k in ("one", "seeds", "mixed", "resumed"))
+    assert [key(r) for r in one] == [key(r) for r in seeds] == [key(r) for r in mixed] \
+        == [key(r) for r in resumed]
     assert len(one) == 8  # 4 seeds x 2 iterations
-    for a, b, c in zip(one, many, resumed):
+    for a, b, c, d in zip(one, seeds, mixed, resumed):
         for k in ("return_mean", "model/train_loss", "env_steps"):
-            # Per-device kernels may differ in float rounding only.
+            # Per-device kernels and the order of the gradient sum differ in rounding only.
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (k, a, b)
-            assert c[k] == b[k], (k, b, c)  # resume is exact on the same sharding
+            assert c[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (k, a, c)
+            assert d[k] == c[k], (k, c, d)  # resume is exact on the same sharding
+    assert result["all_reduce"]["4x1"] == 0, result["all_reduce"]
+    assert result["all_reduce"]["8x8"] > 0, result["all_reduce"]
 
 
 def test_seed_sharding_validates_counts():
     assert seed_sharding(3, 1) is None  # one device: plain jit
-    with pytest.raises(ValueError, match="only 1 local"):
+    with pytest.raises(ValueError, match="only 1 cpu"):
         seed_sharding(4, 8)
     with pytest.raises(ValueError, match=">= 0"):
         seed_sharding(4, -1)
+    with pytest.raises(ValueError, match="data_parallel must be >= 1"):
+        seed_sharding(4, 1, 0)
+    with pytest.raises(ValueError, match="multiple of data_parallel"):
+        seed_sharding(4, 1, 2)
+
+
+def test_shard_along_data_is_identity_without_a_mesh():
+    import jax.numpy as jnp
+
+    from mbjax.sharding import data_parallel_size, shard_along_data
+
+    x = {"a": jnp.ones((4, 3)), "b": jnp.ones(5)}
+    assert data_parallel_size() == 1
+    assert shard_along_data(x) is x

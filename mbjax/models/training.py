@@ -36,6 +36,7 @@ import optax
 
 from mbjax.models.ensemble import EnsembleModel, ModelState
 from mbjax.networks.normalizer import fit_normalizer
+from mbjax.sharding import shard_along_data
 from mbjax.types import Array, PRNGKey
 
 
@@ -216,7 +217,9 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
                 idx = jax.lax.dynamic_slice_in_dim(epoch_rows, start, cfg.batch_size, 1)
                 pos = start + jnp.arange(cfg.batch_size)
                 weight = jnp.broadcast_to((pos < n_train).astype(jnp.float32), idx.shape)
-                batch = jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(data))
+                # [E, B, ...]; split over the mesh's data devices (gradients all-reduced)
+                batch = shard_along_data(
+                    jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(data)), axis=1)
                 grads, (loss, _) = grad_fn(params, state, batch, weight)
                 # Only the data loss decides whether a step is applied: the weight-decay
                 # term is finite whenever the params are (and they stay finite).

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from mbjax.models.ensemble import EnsembleModel
 from mbjax.models.rollout import check_propagation, rollout_particles
+from mbjax.sharding import shard_along_data
 from mbjax.types import Array, PRNGKey
 
 
@@ -94,6 +95,7 @@ def make_model_objective(
     with_disagreement = uncertainty_penalty > 0
 
     def objective(model_state, obs: Array, actions: Array, key: PRNGKey) -> Array:
+        actions = shard_along_data(actions)  # candidates over the mesh's data devices
         n, horizon, _ = actions.shape
         p = num_particles
         obs0 = jnp.broadcast_to(obs, (n * p,) + obs.shape)
@@ -134,6 +136,7 @@ def make_sequence_objective(step_fn: Callable, reward_fn: Callable, discount: fl
 
     def objective(params, x, actions, key):
         del key
+        actions = shard_along_data(actions)
         return jax.vmap(single, in_axes=(None, None, 0))(params, x, actions)
 
     return objective
@@ -148,7 +151,7 @@ def make_env_objective(env, discount: float = 1.0, termination_penalty: float = 
 
     def objective(objective_params, state, actions, key):
         del objective_params, key
-        out = simulate(env, state, actions)
+        out = simulate(env, state, shard_along_data(actions))  # N simulations over devices
         return discounted_return(out.reward, out.terminated, discount, termination_penalty)
 
     return objective

@@ -129,7 +129,11 @@ class TrainConfig:
     num_seeds: int = 1
     """Independent seeds trained at once (vmapped): seed, seed + 1, ..."""
     devices: int = 1
-    """Local devices the seeds are spread over (0 = all; num_seeds must be a multiple)."""
+    """Devices the run is spread over (0 = all; of every process under multi-host)."""
+    data_parallel: int = 1
+    """Devices per seed: each seed's planner candidates and model minibatches are split
+    over this many devices (gradients all-reduced); seeds split over devices /
+    data_parallel groups, so num_seeds must be a multiple of that (``mbjax.sharding``)."""
     out_dir: str = "runs"
     run_name: str = ""
     """Run directory name under out_dir; empty = <preset>-<env>-seed<seed>."""
@@ -144,6 +148,8 @@ class TrainConfig:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
         if self.prefill_episodes < 0 or self.checkpoint_every < 0 or self.devices < 0:
             raise ValueError("prefill_episodes, checkpoint_every and devices must be >= 0")
+        if self.data_parallel < 1:
+            raise ValueError(f"data_parallel must be >= 1, got {self.data_parallel}")
         if self.buffer_capacity < self.num_envs:
             raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must be >= num_envs "
                              f"({self.num_envs})")

@@ -32,7 +32,7 @@ import numpy as np
 
 from mbjax import checkpoint
 from mbjax.models.training import raise_if_failed
-from mbjax.sharding import jit_over_seeds, place, seed_sharding
+from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
 from mbjax.training.config import TrainConfig
 from mbjax.training.loop import make_train
 
@@ -43,7 +43,11 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 # Fields that change how a run is computed, not what it computes: a checkpoint may be
 # resumed with other values (e.g. on a machine with another number of devices).
-RUNTIME_FIELDS = ("devices",)
+RUNTIME_FIELDS = ("devices", "data_parallel")
+
+
+def _mesh_text(mesh) -> str:
+    return " x ".join(f"{n} {name}" for name, n in dict(mesh.shape).items())
 
 
 def comparable_config(config) -> dict:
@@ -191,8 +195,10 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             diff = _config_diff(comparable_config(stored), comparable_config(config))
             raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
                              f"\n{diff}\nDrop the overrides to resume, or start a new run.")
-        if config is not None and hasattr(stored, "devices"):
-            stored = dataclasses.replace(stored, devices=getattr(config, "devices", 1))
+        if config is not None:  # take the runtime fields (devices...) from the caller
+            stored = dataclasses.replace(stored, **{
+                f: getattr(config, f) for f in RUNTIME_FIELDS
+                if hasattr(stored, f) and hasattr(config, f)})
         config = stored
     else:
         config = config or TrainConfig()
@@ -217,14 +223,16 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         batch = SeedBatch(tuple(stored_batch["seeds"]), tuple(stored_batch["labels"]))
     seeds = list(batch.seeds) if batch else [config.seed + i for i in range(config.num_seeds)]
     labels = list(batch.labels) if batch else [{} for _ in seeds]
-    sharding = seed_sharding(len(seeds), getattr(config, "devices", 1))
+    sharding = seed_sharding(len(seeds), getattr(config, "devices", 1),
+                             getattr(config, "data_parallel", 1))
     keys = place(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), sharding)
+    over_seeds = lambda fn: vmap_over_seeds(fn, sharding)  # noqa: E731
     if batch is not None and batch.planner_params is not None:
         params = place(batch.planner_params, sharding)
-        init = jit_over_seeds(lambda k: jax.vmap(trainer.init)(k, params), sharding)
+        init = jit_over_seeds(lambda k: over_seeds(trainer.init)(k, params), sharding)
     else:
-        init = jit_over_seeds(jax.vmap(trainer.init), sharding)
-    step = jit_over_seeds(jax.vmap(trainer.train_iteration), sharding, donate=True)
+        init = jit_over_seeds(over_seeds(trainer.init), sharding)
+    step = jit_over_seeds(over_seeds(trainer.train_iteration), sharding, donate=True)
     metadata = {"config": comparable_config(config)}
     ckpt_root = run_dir / "checkpoints"
 
@@ -244,7 +252,8 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
                   f"{getattr(config, 'description', config.planner.kind + ' planner')}, "
                   f"{len(seeds)} seed(s), "
                   f"{config.num_envs} env(s), on {jax.devices()[0].device_kind}"
-                  + (f" x {sharding.mesh.size} devices" if sharding is not None else "")
+                  + (f" x {sharding.mesh.size} devices ({_mesh_text(sharding.mesh)})"
+                     if sharding is not None else "")
                   + f" -> {run_dir}")
 
     end = config.num_iterations if stop_after is None else min(config.num_iterations,
