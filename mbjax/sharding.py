@@ -148,6 +148,11 @@ def place(tree, sharding: NamedSharding | None):
         return tree
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                               lambda idx: np.asarray(x)[idx]), tree)
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x  # already global (e.g. restored from a checkpoint)
+        return jax.make_array_from_callback(np.shape(x), sharding,
+                                            lambda idx: np.asarray(x)[idx])
+
+    return jax.tree_util.tree_map(put, tree)

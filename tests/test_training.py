@@ -196,3 +196,9 @@ def test_run_writes_run_directory(tmp_path):
     assert summary["iterations"] == 2 and len(summary["seeds"]) == 2
     with pytest.raises(FileExistsError, match="--resume"):
         run(cfg)
+
+
+def test_default_config_is_valid_pddm():
+    cfg = TrainConfig()  # the defaults form a consistent (PDDM) config
+    assert (cfg.model.num_members, cfg.planner.kind, cfg.planner.num_particles) == (3, "mppi", 3)
+    assert cfg.model.hidden_sizes == (500, 500) and not cfg.model.probabilistic

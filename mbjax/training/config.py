@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from mbjax.models.ensemble import EnsembleConfig
+from mbjax.models.ensemble import EnsembleConfig, pddm_ensemble_config
 from mbjax.models.training import ModelTrainConfig
 
 PlannerKind = Literal["cem", "mppi", "icem", "random_shooting", "gradient", "cem_gradient"]
@@ -104,6 +104,31 @@ class WandbConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Several processes / hosts in one run (``mbjax.distributed``); off by default."""
+
+    enabled: bool = False
+    """Call jax.distributed.initialize; with the fields below left empty JAX detects
+    SLURM, Open MPI, Kubernetes and Cloud TPU pods (and reads JAX_COORDINATOR_ADDRESS)."""
+    coordinator_address: str = ""
+    """HOST:PORT of process 0 (the same on every process)."""
+    num_processes: int = 0
+    """Number of processes (0 = detect)."""
+    process_id: int = -1
+    """This process's id in [0, num_processes) (-1 = detect)."""
+    timeout_s: int = 300
+    """Seconds to wait for all processes to connect."""
+
+    def __post_init__(self):
+        if self.num_processes < 0 or self.timeout_s < 1:
+            raise ValueError("distributed.num_processes must be >= 0 and "
+                             "distributed.timeout_s >= 1")
+        if self.num_processes and not -1 <= self.process_id < self.num_processes:
+            raise ValueError(f"distributed.process_id must be in [0, {self.num_processes}) "
+                             f"(or -1 to detect), got {self.process_id}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The model-based RL loop: prefill with a random policy, then per iteration
     train the model on all data -> collect episodes with MPC -> add them to the buffer."""
@@ -111,7 +136,9 @@ class TrainConfig:
     preset: str = "pddm"
     """Name of the preset this config came from (for the record)."""
     env: EnvConfig = EnvConfig()
-    model: EnsembleConfig = EnsembleConfig()
+    model: EnsembleConfig = pddm_ensemble_config(500)
+    """Default: PDDM's 3 x (2 x 500) deterministic ensemble (the planner default is PDDM's
+    MPPI with 3 particles, one per member)."""
     model_train: ModelTrainConfig = ModelTrainConfig()
     planner: PlannerConfig = PlannerConfig()
     true_dynamics: bool = False
@@ -140,6 +167,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     """Save a checkpoint every this many iterations (0 = only at the end)."""
     wandb: WandbConfig = WandbConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     def __post_init__(self):
         for f in ("num_envs", "episodes_per_iteration", "num_iterations", "num_seeds",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbjax import checkpoint
+from mbjax import distributed as dist
 from mbjax.models.training import raise_if_failed
 from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
 from mbjax.training.config import TrainConfig
@@ -43,7 +45,7 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 # Fields that change how a run is computed, not what it computes: a checkpoint may be
 # resumed with other values (e.g. on a machine with another number of devices).
-RUNTIME_FIELDS = ("devices", "data_parallel")
+RUNTIME_FIELDS = ("devices", "data_parallel", "distributed")
 
 
 def _mesh_text(mesh) -> str:
@@ -63,7 +65,7 @@ def config_from_dict(d: dict) -> TrainConfig:
         return agent_config_from_dict(d)
     from mbjax.models.ensemble import EnsembleConfig
     from mbjax.models.training import ModelTrainConfig
-    from mbjax.training.config import EnvConfig, PlannerConfig, WandbConfig
+    from mbjax.training.config import DistributedConfig, EnvConfig, PlannerConfig, WandbConfig
 
     def build(cls, values):
         kwargs = {}
@@ -74,7 +76,8 @@ def config_from_dict(d: dict) -> TrainConfig:
         return cls(**kwargs)
 
     nested = {"env": EnvConfig, "model": EnsembleConfig, "model_train": ModelTrainConfig,
-              "planner": PlannerConfig, "wandb": WandbConfig}
+              "planner": PlannerConfig, "wandb": WandbConfig,
+              "distributed": DistributedConfig}
     top = {k: v for k, v in d.items() if k not in nested}
     top.update({k: build(cls, d.get(k, {})) for k, cls in nested.items()})
     return build(TrainConfig, top)
@@ -92,7 +95,7 @@ def make_trainer(config):
 
 
 def _host_metrics(metrics: dict, num_seeds: int) -> list[dict]:
-    host = jax.device_get(metrics)
+    host = dist.gather(metrics)
     rows = []
     for s in range(num_seeds):
         row = {}
@@ -185,7 +188,10 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = console or Console()
+    # Several processes: connect them before anything touches a device (mbjax.distributed).
+    dist.initialize(getattr(config, "distributed", None))
+    primary = dist.is_primary()
+    console = console or Console(quiet=not primary)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").exists():
@@ -195,20 +201,25 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             diff = _config_diff(comparable_config(stored), comparable_config(config))
             raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
                              f"\n{diff}\nDrop the overrides to resume, or start a new run.")
-        if config is not None:  # take the runtime fields (devices...) from the caller
-            stored = dataclasses.replace(stored, **{
-                f: getattr(config, f) for f in RUNTIME_FIELDS
-                if hasattr(stored, f) and hasattr(config, f)})
-        config = stored
+        # Runtime fields (devices...) come from the caller; without a config the stored
+        # devices are kept but not a stored multi-process setup (pass it again).
+        runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS
+                   if hasattr(stored, f) and hasattr(config, f)} if config is not None else \
+            ({"distributed": type(stored.distributed)()} if hasattr(stored, "distributed")
+             else {})
+        config = dataclasses.replace(stored, **runtime)
     else:
         config = config or TrainConfig()
         run_dir = Path(config.out_dir) / config.default_run_name
         if list_checkpoints(run_dir):
             raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume "
                                   f"{run_dir} or choose another --run-name")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-        (run_dir / "metrics.jsonl").write_text("")
+        dist.sync("mbjax-run-checked")  # every process looked before anyone writes
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(config_to_dict(config),
+                                                            indent=2))
+            (run_dir / "metrics.jsonl").write_text("")
 
     trainer = make_trainer(config)
     batch_file = run_dir / "batch.json"
@@ -216,8 +227,9 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         if len(batch.seeds) != config.num_seeds or len(batch.labels) != config.num_seeds:
             raise ValueError(f"a SeedBatch needs num_seeds ({config.num_seeds}) seeds and "
                              f"labels, got {len(batch.seeds)} and {len(batch.labels)}")
-        batch_file.write_text(json.dumps({"seeds": list(batch.seeds),
-                                          "labels": list(batch.labels)}))
+        if primary:
+            batch_file.write_text(json.dumps({"seeds": list(batch.seeds),
+                                              "labels": list(batch.labels)}))
     elif resume is not None and batch_file.exists():
         stored_batch = json.loads(batch_file.read_text())
         batch = SeedBatch(tuple(stored_batch["seeds"]), tuple(stored_batch["labels"]))
@@ -238,16 +250,20 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
 
     t0 = time.perf_counter()
     if resume is not None and list_checkpoints(run_dir):
-        state = place(load_latest(run_dir, jax.eval_shape(init, keys), metadata, console),
-                      sharding)
-        start = int(np.asarray(state.iteration)[0])
+        template = jax.eval_shape(init, keys)
+        if sharding is not None:  # restore each shard straight onto its device / process
+            template = jax.tree_util.tree_map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), template)
+        state = place(load_latest(run_dir, template, metadata, console), sharding)
+        start = int(dist.gather(state.iteration)[0])
         console.print(f"resumed {run_dir} at iteration {start}")
     else:
         with console.status("compiling and prefilling..."):
             state = jax.block_until_ready(init(keys))
         start = 0
-    _truncate_metrics(run_dir / "metrics.jsonl", start)
-    wb = _start_wandb(config, run_dir)
+    if primary:
+        _truncate_metrics(run_dir / "metrics.jsonl", start)
+    wb = _start_wandb(config, run_dir) if primary else None
     console.print(f"[bold]mbjax train[/] {config.preset}: {config.env.name}, "
                   f"{getattr(config, 'description', config.planner.kind + ' planner')}, "
                   f"{len(seeds)} seed(s), "
@@ -261,7 +277,8 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                         TextColumn("{task.fields[status]}"), console=console)
-    with progress, (run_dir / "metrics.jsonl").open("a") as log:
+    log_path = run_dir / "metrics.jsonl" if primary else Path(os.devnull)
+    with progress, log_path.open("a") as log:
         task = progress.add_task("iterations", total=config.num_iterations, completed=start,
                                  status="")
         for it in range(start, end):
@@ -287,12 +304,14 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     if wb is not None:
         wb.finish()
 
+    dist.sync("mbjax-run-end")  # process 0 has written every metric line
     all_rows = read_metrics(run_dir)
     summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
-    if all_rows:
-        plot_learning_curve(all_rows, run_dir / "learning_curve.png",
-                            f"{config.preset} on {config.env.name}")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if primary:
+        if all_rows:
+            plot_learning_curve(all_rows, run_dir / "learning_curve.png",
+                                f"{config.preset} on {config.env.name}")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(console, summary)
     return summary
 
@@ -315,8 +334,10 @@ def save_checkpoint(root: Path, iteration: int, state, metadata: dict,
 
     path = checkpoint.save(root / f"iter_{iteration:06d}", state,
                            dict(metadata, iteration=iteration))
-    for old in list_checkpoints(root.parent)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if dist.is_primary():
+        for old in list_checkpoints(root.parent)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.sync("mbjax-checkpoint-pruned")
     return path
 
 
