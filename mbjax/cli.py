@@ -4,6 +4,8 @@
   mbjax train --resume RUN_DIR                          continue a run
   mbjax eval RUN_DIR                                    MPC episodes with a run's model
   mbjax sweep SPEC.yaml                                 grid sweep (floats vmapped), table + plot
+  mbjax sweep SPEC.yaml --wandb                         write a wandb sweep (many machines)
+  mbjax agent --preset=P --field=value ...              one wandb-sweep run (wandb agent)
   mbjax presets | mbjax envs                            list presets / environments
   mbjax rollout [--env ...]                             random-policy rollout report
   mbjax diagnostics [--env ...]                         model error, k-step error, calibration
@@ -101,13 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         if command == "eval":
             return _eval(rest)
         if command == "sweep":
+            wandb = "--wandb" in rest
+            rest = [a for a in rest if a != "--wandb"]
             if len(rest) != 1 or rest[0].startswith("-"):
-                print("usage: mbjax sweep SPEC.yaml  (see mbjax.training.sweep for the "
-                      "format)", file=sys.stderr)
+                print("usage: mbjax sweep SPEC.yaml [--wandb]  (see mbjax.training.sweep "
+                      "for the format)", file=sys.stderr)
                 return 2
-            from mbjax.training.sweep import load_spec, run_sweep
+            from mbjax.training.sweep import load_spec, run_sweep, write_wandb_sweep
 
-            run_sweep(load_spec(rest[0]))
+            (write_wandb_sweep if wandb else run_sweep)(load_spec(rest[0]))
+            return 0
+        if command == "agent":
+            from mbjax.training.sweep import run_agent
+
+            run_agent(rest)
             return 0
         if command == "presets":
             return _presets()

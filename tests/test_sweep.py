@@ -70,3 +70,43 @@ def test_sweep_two_by_two_equals_separate_runs(tmp_path):
     # The two kappas differ (the floats really reach the planner).
     finals = {r["point"]: r["return_mean"] for r in results}
     assert finals["horizon=5,kappa=1.0"] != finals["horizon=5,kappa=10.0"]
+
+
+def test_wandb_sweep_config_and_agent_run_offline(tmp_path, monkeypatch):
+    """`mbjax sweep --wandb` writes a valid wandb sweep whose command, with one grid
+    point's ${args} as `wandb agent` expands them, trains and logs to wandb (offline)."""
+    import yaml
+
+    spec = {"preset": "pddm-cpu", "overrides": dict(TINY, num_iterations=1), "num_seeds": 2,
+            "name": "w", "out_dir": str(tmp_path),
+            "grid": {"planner.kappa": [1.0, 10.0], "planner.horizon": [5, 10]}}
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(spec_path), "--wandb"]) == 0
+    sweep = yaml.safe_load((tmp_path / "w" / "wandb_sweep.yaml").read_text())
+    assert sweep["method"] == "grid" and sweep["metric"]["name"] == "return_last_mean"
+    assert sweep["parameters"] == {"planner.kappa": {"values": [1.0, 10.0]},
+                                   "planner.horizon": {"values": [5, 10]}}
+    command = sweep["command"]
+    assert command[:3] == ["${env}", "mbjax", "agent"] and command[-1] == "${args}"
+    assert not (tmp_path / "w" / "sweep.json").exists()  # nothing trained yet
+
+    # What `wandb agent` runs for the point (kappa 10, horizon 5):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    argv = command[2:-1] + ["--planner.kappa=10.0", "--planner.horizon=5"]
+    assert main(argv) == 0
+    run_dir = tmp_path / "w" / "agent" / "horizon=5,kappa=10.0"  # grid order (sorted)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["planner"]["kappa"] == 10.0 and config["planner"]["horizon"] == 5
+    assert config["num_seeds"] == 2 and config["wandb"]["mode"] == "offline"
+    assert len(read_metrics(run_dir)) == 2  # 2 seeds x 1 iteration
+    # wandb's offline run (synced later with `wandb sync`) holds the logged metrics and
+    # the sweep metric in its summary.
+    records = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(records) == 1, sorted(str(p) for p in run_dir.rglob("*"))[:20]
+    data = records[0].read_bytes()
+    assert b"return_last_mean" in data and b"return_mean" in data
+    # Bad arguments say what the agent expects.
+    assert main(["agent", "--planner.kappa", "1.0"]) == 2

@@ -301,12 +301,13 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             last = it + 1 == config.num_iterations
             if last or (config.checkpoint_every and (it + 1) % config.checkpoint_every == 0):
                 save_checkpoint(ckpt_root, it + 1, state, metadata)
-    if wb is not None:
-        wb.finish()
-
     dist.sync("mbjax-run-end")  # process 0 has written every metric line
     all_rows = read_metrics(run_dir)
     summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
+    if wb is not None:  # the sweep metric (return_last_mean) and the rest of the table
+        wb.summary.update({k: v for k, v in summary.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        wb.finish()
     if primary:
         if all_rows:
             plot_learning_curve(all_rows, run_dir / "learning_curve.png",

@@ -23,8 +23,17 @@ shapes and gets its own run. Each run is an ordinary run directory (resumable wi
 ``mbjax train --resume``). At the end ``<name>/sweep.{json,csv,md,png}`` hold the final
 return of every point, mean +- std over its seeds.
 
-What is not here yet (issue #8): spreading the separate programs over devices or hosts,
-and wandb sweeps (``mbjax agent``).
+Many machines: ``mbjax sweep SPEC --wandb`` writes ``<name>/wandb_sweep.yaml``, a wandb
+sweep config (method grid, metric ``return_last_mean``) whose program is ``mbjax agent``:
+``wandb sweep <name>/wandb_sweep.yaml`` registers it, and ``wandb agent <sweep id>`` on
+each machine runs one grid point per wandb run (the spec's seeds vmapped inside it;
+float axes are not vmapped across points here, each point is its own run). ``mbjax agent
+--preset P --field=value ...`` is an ordinary command too: it applies the dotted
+``--field=value`` arguments (wandb's ``${args}``) to the preset, trains, and logs to wandb
+(online unless ``WANDB_MODE`` says ``offline``/``disabled``).
+
+What is not here: spreading ``mbjax sweep``'s separate programs over devices or
+processes (they run in sequence; each one can use every device via ``--devices``).
 """
 
 from __future__ import annotations
@@ -184,6 +193,82 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
                             "return_std": float(np.std(final)), "returns": final})
     _write(spec, results, console)
     return results
+
+
+AGENT_METRIC = "return_last_mean"
+
+
+def wandb_sweep_config(spec: SweepSpec) -> dict:
+    """A wandb sweep config for ``spec``: every grid point is one ``mbjax agent`` run."""
+    fixed = {**spec.overrides, "num_seeds": spec.num_seeds, "seed": spec.seed,
+             "out_dir": str(Path(spec.out_dir) / spec.name / "agent")}
+    return {
+        "name": spec.name,
+        "method": "grid",
+        "metric": {"name": AGENT_METRIC, "goal": "maximize"},
+        "parameters": {k: {"values": list(v)} for k, v in spec.grid.items()},
+        "command": ["${env}", "mbjax", "agent", f"--preset={spec.preset}",
+                    f"--grid={','.join(spec.grid)}"]
+                   + [f"--{k}={json.dumps(v)}" for k, v in fixed.items()] + ["${args}"],
+    }
+
+
+def write_wandb_sweep(spec: SweepSpec, console=None) -> Path:
+    """Writes ``<out_dir>/<name>/wandb_sweep.yaml`` (no network) and says how to launch it."""
+    import yaml
+    from rich.console import Console
+
+    console = console or Console()
+    programs(spec)  # every point is a valid config
+    root = Path(spec.out_dir) / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "wandb_sweep.yaml"
+    path.write_text(yaml.safe_dump(wandb_sweep_config(spec), sort_keys=False))
+    console.print(f"wrote {path}\nlaunch: wandb sweep {path}   (prints SWEEP_ID)\n"
+                  "then on each machine: wandb agent ENTITY/PROJECT/SWEEP_ID")
+    return path
+
+
+def parse_agent_args(argv: list[str]) -> tuple[str, list[str], dict[str, Any]]:
+    """(preset, grid axes, {dotted field: value}) from ``--preset=P --grid=a.b,c
+    --a.b=v ...`` (values parsed as YAML)."""
+    import yaml
+
+    preset, grid, overrides = presets.DEFAULT_PRESET, [], {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"mbjax agent takes --field=value arguments (as wandb agent "
+                             f"passes them), got {arg!r}")
+        key, value = arg[2:].split("=", 1)
+        if key == "preset":
+            preset = value
+        elif key == "grid":
+            grid = [k for k in value.split(",") if k]
+        else:
+            overrides[key.replace("-", "_")] = yaml.safe_load(value)
+    return preset, grid, overrides
+
+
+def run_agent(argv: list[str], console=None) -> dict:
+    """``mbjax agent``: one wandb-sweep run (see the module docstring); the summary."""
+    import os
+
+    from mbjax.training.run import run
+
+    preset, grid, overrides = parse_agent_args(argv)
+    config = apply_overrides(presets.get(preset), overrides)
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"mbjax agent runs the MPC pipeline presets; {preset!r} is not one")
+    if "wandb.mode" not in overrides:
+        mode = os.environ.get("WANDB_MODE", "online")
+        mode = "offline" if mode == "dryrun" else mode
+        config = set_field(config, "wandb.mode", mode)
+    if not config.run_name:  # the grid point (and the wandb run id under wandb agent)
+        point = {k: overrides[k] for k in grid if k in overrides}
+        run_id = os.environ.get("WANDB_RUN_ID", "")
+        config = dataclasses.replace(
+            config, run_name=_label(point).replace("/", "_") + (f"-{run_id}" if run_id else ""))
+    return run(config, console=console)
 
 
 def _write(spec: SweepSpec, results: list[dict], console) -> None:
