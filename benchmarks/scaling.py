@@ -1,10 +1,14 @@
-"""Seed-parallel scaling over devices: the training iteration sharded by ``mbjax.sharding``.
+"""Scaling over devices: the training iteration sharded by ``mbjax.sharding``.
 
 For D = 1, 2, 4, ... up to the local device count, times one compiled
-``jax.vmap(train_iteration)`` over S seeds whose state is sharded over D devices:
+``jax.vmap(train_iteration)`` over S seeds on D devices:
 
-* strong scaling: S fixed (``--seeds``, default 8) -> efficiency t(1) / (D t(D));
-* weak scaling: S = ``--seeds-per-device`` x D -> efficiency t(1) / t(D).
+* strong scaling: S fixed (``--seeds``, default 8) split over D devices -> efficiency
+  t(1) / (D t(D));
+* weak scaling: S = ``--seeds-per-device`` x D -> efficiency t(1) / t(D);
+* data: ``--data-seeds`` (default 1) seed(s) whose planner candidates and model
+  minibatches are split over D devices (``data_parallel`` = D; gradients all-reduced)
+  -> strong-scaling efficiency t(1) / (D t(D)) of one seed.
 
 Env steps/s counts every seed's env steps in the iteration. On a CPU the script asks XLA
 for ``--host-devices`` (default 8) host devices before JAX starts; those share the
@@ -32,6 +36,8 @@ def main() -> None:
     parser.add_argument("--env", default="pendulum")
     parser.add_argument("--seeds", type=int, default=8, help="strong scaling: total seeds")
     parser.add_argument("--seeds-per-device", type=int, default=2, help="weak scaling")
+    parser.add_argument("--data-seeds", type=int, default=1,
+                        help="data mode: seeds whose data are split over the devices")
     parser.add_argument("--host-devices", type=int, default=8,
                         help="CPU only: host devices XLA creates (set before JAX starts)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -48,7 +54,7 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from mbjax.sharding import jit_over_seeds, place, seed_sharding
+    from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
     from mbjax.training import make_train, presets
     from mbjax.utils.bench import machine_info
 
@@ -58,13 +64,14 @@ def main() -> None:
     num_devices = jax.local_device_count()
     counts = [d for d in (1, 2, 4, 8, 16, 32) if d <= num_devices]
 
-    def time_iteration(seeds: int, devices: int) -> dict:
-        config = dataclasses.replace(base, num_seeds=seeds, devices=devices)
+    def time_iteration(seeds: int, devices: int, data_parallel: int = 1) -> dict:
+        config = dataclasses.replace(base, num_seeds=seeds, devices=devices,
+                                     data_parallel=data_parallel)
         trainer = make_train(config)
-        sharding = seed_sharding(seeds, devices)
+        sharding = seed_sharding(seeds, devices, data_parallel)
         keys = place(jnp.stack([jax.random.PRNGKey(i) for i in range(seeds)]), sharding)
-        init = jit_over_seeds(jax.vmap(trainer.init), sharding)
-        step = jit_over_seeds(jax.vmap(trainer.train_iteration), sharding)
+        init = jit_over_seeds(vmap_over_seeds(trainer.init, sharding), sharding)
+        step = jit_over_seeds(vmap_over_seeds(trainer.train_iteration, sharding), sharding)
         state = jax.block_until_ready(init(keys))
         t0 = time.perf_counter()
         state, metrics = jax.block_until_ready(step(state))  # compile + first iteration
@@ -77,19 +84,22 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         per_iteration = sorted(times)[len(times) // 2]
         steps = int(jnp.sum(metrics["env_steps"] - new_steps))
-        return {"seeds": seeds, "devices": devices, "iteration_s": per_iteration,
+        return {"seeds": seeds, "devices": devices, "data_parallel": data_parallel,
+                "iteration_s": per_iteration,
                 "first_iteration_s": compile_s, "env_steps_per_s": steps / per_iteration}
 
     rows = []
     for mode, seeds_of in (("strong", lambda d: args.seeds),
-                           ("weak", lambda d: args.seeds_per_device * d)):
+                           ("weak", lambda d: args.seeds_per_device * d),
+                           ("data", lambda d: args.data_seeds)):
         for d in counts:
-            if seeds_of(d) % d:
+            data_parallel = d if mode == "data" else 1
+            if seeds_of(d) % (d // data_parallel):
                 continue
-            r = {"mode": mode, **time_iteration(seeds_of(d), d)}
+            r = {"mode": mode, **time_iteration(seeds_of(d), d, data_parallel)}
             ref = next((x for x in rows if x["mode"] == mode and x["devices"] == 1), r)
-            r["efficiency"] = (ref["iteration_s"] / (d * r["iteration_s"]) if mode == "strong"
-                               else ref["iteration_s"] / r["iteration_s"])
+            r["efficiency"] = (ref["iteration_s"] / r["iteration_s"] if mode == "weak"
+                               else ref["iteration_s"] / (d * r["iteration_s"]))
             rows.append(r)
             print(f"{mode:6s} D={d:2d} S={r['seeds']:3d}: {r['iteration_s']:.2f} s/iteration, "
                   f"{r['env_steps_per_s']:.0f} env steps/s, efficiency {r['efficiency']:.2f}",

@@ -34,7 +34,13 @@ import numpy as np
 import mbjax  # noqa: F401  (XLA flags before JAX starts)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from configs import ABLATIONS, ablation_configs, pddm_planner, scale_config  # noqa: E402
+from configs import (  # noqa: E402
+    ABLATIONS,
+    ablation_configs,
+    pddm_planner,
+    scale_config,
+    task_sigma,
+)
 
 import mbjax.envs as envs  # noqa: E402
 from mbjax.training.loop import first_episode_return, make_train  # noqa: E402
@@ -121,20 +127,22 @@ def baselines(task: str, episodes: int, out: Path) -> dict:
 
 
 # -- true-dynamics MPC --------------------------------------------------------------------
-def true_dynamics(task: str, population: int, num_envs: int, out: Path) -> dict:
+def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: Path
+                  ) -> dict:
     """PDDM's MPPI planning on the simulator itself (N MJX hands per planning call):
     an upper bound for the learned model at this N. One episode per env."""
     cfg = scale_config("cpu", task)
     cfg = dataclasses.replace(cfg, true_dynamics=True, num_envs=num_envs, num_seeds=1,
                               prefill_episodes=0, num_iterations=1,
-                              planner=pddm_planner(population=population),
-                              run_name=f"true-dynamics-{task}-N{population}")
+                              planner=pddm_planner(population=population, sigma=sigma),
+                              run_name=f"true-dynamics-{task}-N{population}-sigma{sigma}")
     trainer = make_train(cfg)
     t0 = time.perf_counter()
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     _, metrics = jax.device_get(jax.jit(trainer.train_iteration)(state))
     res = {"task": task, "device": _device(), "population": population,
-           "horizon": cfg.planner.horizon, "num_envs": num_envs,
+           "horizon": cfg.planner.horizon, "sigma": sigma, "num_envs": num_envs,
+           "any_episode_dropped": bool(metrics["return_min"] < -250),
            "return_mean": float(metrics["return_mean"]),
            "return_min": float(metrics["return_min"]),
            "return_max": float(metrics["return_max"]),
@@ -163,8 +171,8 @@ def _reference_lines(ax, task: str) -> None:
     for p in sorted(RESULTS.glob(f"true-dynamics-{task}-N*.json")):
         t = json.loads(p.read_text())
         ax.axhline(t["return_mean"], color="tab:green", ls="-.",
-                   label=f"MPPI on the true simulator, N={t['population']} "
-                         f"({t['return_mean']:.1f})")
+                   label=f"MPPI on the true simulator, N={t['population']}, "
+                         f"sigma={t.get('sigma', 0.9)} ({t['return_mean']:.1f})")
 
 
 def report(task: str, runs: dict[str, Path], name: str, title: str) -> dict:
@@ -252,7 +260,8 @@ def report(task: str, runs: dict[str, Path], name: str, title: str) -> dict:
                      f"{b['hold_still']['length_mean']:.0f}); {b['episodes']} episodes each")
     for p in sorted(RESULTS.glob(f"true-dynamics-{task}-N*.json")):
         t = json.loads(p.read_text())
-        lines.append(f"MPPI on the true simulator (N={t['population']}, H={t['horizon']}): "
+        lines.append(f"MPPI on the true simulator (N={t['population']}, H={t['horizon']}, "
+                     f"sigma={t.get('sigma', 0.9)}): "
                      f"{t['return_mean']:.1f} (min {t['return_min']:.1f}, max "
                      f"{t['return_max']:.1f}) over {t['num_envs']} episode(s)")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
@@ -288,7 +297,7 @@ def _mpc_episode(env, planner, steps: int):
 
 
 def media(tasks: list[str], steps: int, population: int, fps: float) -> None:
-    """GIFs of MPPI on the true simulator (N candidates, H = 7) for each task."""
+    """GIFs of MPPI on the true simulator (N candidates, H = 7, the task's sigma)."""
     import mbjax.planners as P
     from mbjax.envs.hand.render import RenderUnavailableError, render_frames, save_gif
 
@@ -297,7 +306,7 @@ def media(tasks: list[str], steps: int, population: int, fps: float) -> None:
         env = envs.make(task)
         planner = P.make_mppi(P.make_env_objective(env), env.action_low, env.action_high,
                               P.MPPIConfig(horizon=7, population=population),
-                              P.pddm_mppi_config()[1])
+                              P.pddm_mppi_config()[1].replace(sigma=task_sigma(task)))
         t0 = time.perf_counter()
         episode = _mpc_episode(env, planner, steps)
         q0, o0, (qpos, obs, reward, done) = jax.device_get(episode(jax.random.PRNGKey(7)))
@@ -336,6 +345,8 @@ def main() -> None:
     p.add_argument("--task", default="hand_track")
     p.add_argument("--population", type=int, default=64)
     p.add_argument("--num-envs", type=int, default=2)
+    p.add_argument("--sigma", type=float, default=None,
+                   help="MPPI noise (default: the task's, configs.TASK_SIGMA or 0.9)")
     p = sub.add_parser("ablation")
     p.add_argument("which", choices=list(ABLATIONS))
     p.add_argument("--task", default="hand_track")
@@ -365,8 +376,10 @@ def main() -> None:
     elif args.cmd == "baselines":
         baselines(args.task, args.episodes, RESULTS / f"baselines-{args.task}.json")
     elif args.cmd == "true-dynamics":
-        true_dynamics(args.task, args.population, args.num_envs,
-                      RESULTS / f"true-dynamics-{args.task}-N{args.population}.json")
+        sigma = task_sigma(args.task) if args.sigma is None else args.sigma
+        true_dynamics(args.task, args.population, args.num_envs, sigma,
+                      RESULTS / f"true-dynamics-{args.task}-N{args.population}"
+                                f"-sigma{sigma}.json")
     elif args.cmd == "ablation":
         base = scale_config(args.scale, args.task)
         changes = {}
