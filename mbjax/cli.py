@@ -1,7 +1,7 @@
 """The ``mbjax`` command line.
 
   mbjax train [PRESET] [--any.config.field VALUE ...]   train (default preset: pddm-cpu)
-  mbjax train --resume RUN_DIR                          continue a run
+  mbjax train --resume RUN_DIR [--devices 0 ...]        continue a run (runtime flags allowed)
   mbjax eval RUN_DIR                                    MPC episodes with a run's model
   mbjax sweep SPEC.yaml                                 grid sweep (floats vmapped), table + plot
   mbjax sweep SPEC.yaml --wandb                         write a wandb sweep (many machines)
@@ -61,6 +61,22 @@ def _train(argv: list[str]) -> int:
         argv = argv[:i] + argv[i + 2:]
         if not argv:
             run(None, resume=resume)
+            return 0
+        if argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+            # Flags on top of the run's own config (e.g. --devices 0 or the
+            # --distributed.* of a multi-host resume); changing anything else is refused.
+            import json
+            from pathlib import Path
+
+            from mbjax.training.run import config_from_dict
+
+            path = Path(resume) / "config.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{resume} is not a run directory (no config.json)")
+            stored = config_from_dict(json.loads(path.read_text()))
+            config = tyro.cli(type(stored), default=stored, args=argv,
+                              prog="mbjax train --resume RUN_DIR")
+            run(config, resume=resume)
             return 0
     if not argv or argv[0] not in presets.PRESETS and argv[0] not in ("-h", "--help"):
         if argv and not argv[0].startswith("-"):

@@ -72,6 +72,7 @@ def test_sweep_two_by_two_equals_separate_runs(tmp_path):
     assert finals["horizon=5,kappa=1.0"] != finals["horizon=5,kappa=10.0"]
 
 
+@pytest.mark.slow
 def test_wandb_sweep_config_and_agent_run_offline(tmp_path, monkeypatch):
     """`mbjax sweep --wandb` writes a valid wandb sweep whose command, with one grid
     point's ${args} as `wandb agent` expands them, trains and logs to wandb (offline)."""

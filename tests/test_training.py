@@ -134,6 +134,9 @@ def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
             {"config": comparable_config(cfg), "iteration": 2})
     summary = run(None, resume=tmp_path / "r")  # falls back to iter_000001, reruns iter 2
     assert summary["iterations"] == 2
+    # The CLI: runtime flags may be given when resuming, other fields are refused.
+    assert main(["train", "--resume", str(tmp_path / "r"), "--planner.horizon", "12"]) == 2
+    assert main(["train", "--resume", str(tmp_path / "r"), "--devices", "1"]) == 0
 
 
 @pytest.mark.slow
