@@ -1,7 +1,8 @@
 """The host side of a training run: run directory, progress, logging, checkpoint/resume.
 
 ``run(config)`` compiles ``jax.vmap(train_iteration)`` over the seeds once (spread over
-``config.devices`` local devices by ``mbjax.sharding``) and loops over
+``config.devices`` devices, ``config.data_parallel`` per seed, by ``mbjax.sharding``; over
+several processes with ``config.distributed``, ``mbjax.distributed``) and loops over
 iterations on the host:
 
     runs/<name>/config.json        the resolved config (what --resume reloads)
