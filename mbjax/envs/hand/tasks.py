@@ -33,7 +33,8 @@ Observation layout (all tasks start with the hand; positions in metres, world fr
   ``reward_fn`` computes them from the observation.
 
 ``drop(s')`` = 1 when any object's centre is below ``drop_height`` (default 0.15 m; the
-palm's top is at 0.211 m, a resting ball's centre at 0.231 m); then the episode ends
+palm's top is at 0.211 m, a resting ball's centre at 0.231 m, 0.226 m for Baoding's
+smaller balls); then the episode ends
 (``termination_fn``). The env computes its reward and done with the same
 ``reward_fn``/``termination_fn`` on (obs, action, next_obs), so they agree exactly.
 
@@ -80,10 +81,13 @@ JOINT_RANGES = {
     **{f"{f}J{j}": (0.0, 1.571) for f in ("FF", "MF", "RF", "LF") for j in (1, 2)},
     "LFJ5": (0.0, 0.785),
 }
-#: Height of the palm's top surface and of a resting ball's centre (ball radius 0.02).
+#: Height of the palm's top surface and of a resting ball's centre (hand_track's ball,
+#: radius 0.02; the Baoding balls have radius ``BAODING_BALL_RADIUS``).
 PALM_TOP_Z = 0.211
 BALL_RADIUS = 0.02
 BALL_REST_Z = PALM_TOP_Z + BALL_RADIUS
+BAODING_BALL_RADIUS = 0.015
+BAODING_REST_Z = PALM_TOP_Z + BAODING_BALL_RADIUS
 CUBE_HALF = 0.0225
 
 
@@ -402,7 +406,7 @@ class HandTrack(_PhaseTask):
 
 
 class HandBaoding(_PhaseTask):
-    """PDDM's Baoding balls: rotate two balls (r = 20 mm) around each other in the palm.
+    """PDDM's Baoding balls: rotate two balls (r = 15 mm) around each other in the palm.
 
     Targets g_1(phi), g_2(phi) = g_1(phi + pi) are opposite points of a circle of
     ``radius`` around the palm centre at the resting ball height, turning once per
@@ -415,7 +419,7 @@ class HandBaoding(_PhaseTask):
     done = drop(s'). The weights are options.
 
     Args:
-      radius: circle radius (m); 0.025 puts the balls 10 mm apart.
+      radius: circle radius (m); 0.025 leaves 20 mm between the two balls.
       period: seconds per turn.
       direction: 1 counter-clockwise (seen from above), -1 clockwise.
       distance_weight, wrist_weight: the 5 and 10 above.
@@ -444,7 +448,7 @@ class HandBaoding(_PhaseTask):
     def targets(self, cos_phi: Array, sin_phi: Array) -> Array:
         """[2, 3]: g_1(phi) and g_2(phi) = g_1(phi + pi)."""
         xy = self.radius * jnp.stack([cos_phi, sin_phi])
-        z = jnp.full((1,), BALL_REST_Z)
+        z = jnp.full((1,), BAODING_REST_Z)
         return jnp.stack([jnp.concatenate([xy, z]), jnp.concatenate([-xy, z])])
 
     def _init_task(self, key):
@@ -452,7 +456,8 @@ class HandBaoding(_PhaseTask):
         phase = jax.random.uniform(k1, (), minval=-np.pi, maxval=np.pi)
         g = self.targets(jnp.cos(phase), jnp.sin(phase))
         noise = jax.random.uniform(k2, (2, 2), minval=-1, maxval=1) * self.start_noise
-        balls = [_ball_qpos(g[0, :2] + noise[0]), _ball_qpos(g[1, :2] + noise[1])]
+        z = BAODING_REST_Z + 5e-4
+        balls = [_ball_qpos(g[0, :2] + noise[0], z), _ball_qpos(g[1, :2] + noise[1], z)]
         return balls, self._phase_obs(phase)
 
     def reward_terms(self, obs):
