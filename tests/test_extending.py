@@ -25,6 +25,7 @@ def clean_registry():
         registry._DESCRIPTIONS.pop(name, None)
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_extending_guide_runs(clean_registry):
     blocks = code_blocks(DOC)
     assert len(blocks) >= 6, "expected the env, reward, planner, model and training blocks"

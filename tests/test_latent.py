@@ -180,6 +180,7 @@ def test_episode_utilities_and_window_sampling():
                                [-16.0, -0.01, 0.0, 3.0], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_predict_shapes_and_determinism():
     env = PixelPendulum(image_size=16)
     eps = random_episodes(env, jax.random.PRNGKey(0), 4, 10)
@@ -227,6 +228,7 @@ def test_nonfinite_loss_skips_update_and_is_reported():
 # ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_training_reduces_reconstruction_error_and_bounds_multistep_error():
     """A short run on 32 x 32 frames: the autoencoder and the K-step latent rollout learn."""
     env = PixelPendulum()

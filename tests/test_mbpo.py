@@ -155,6 +155,7 @@ class CountingPendulum(envs.classic.Pendulum):
         return super()._step(state, action)
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_iteration_compiles_once_and_rollouts_follow_schedule_from_buffer_states():
     trainer = make_mbpo_train(TINY, task_env=CountingPendulum())
     chex.clear_trace_counter()
@@ -180,6 +181,7 @@ def test_iteration_compiles_once_and_rollouts_follow_schedule_from_buffer_states
     assert np.isfinite(float(m["return_mean"])) and float(m["sac/alpha"]) > 0
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_resume_after_stop_equals_uninterrupted_with_seeds_vmapped(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), num_iterations=2, num_seeds=2)
     run(dataclasses.replace(cfg, run_name="full"))

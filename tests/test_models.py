@@ -48,6 +48,7 @@ def small_model(probabilistic, members=5, elites=5):
     return EnsembleModel(O, A, cfg)
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_deterministic_ensemble_learns_linear_dynamics():
     system = linear_system(0)
     data, _ = linear_data(jax.random.PRNGKey(1), 3000, 0.01, system)

@@ -58,6 +58,7 @@ def test_pddm_learns_pendulum_swing_up():
     assert returns[-2:].max() > -400, returns
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_k_seeds_equal_k_single_seed_runs():
     trainer = make_train(dataclasses.replace(TINY, num_iterations=2))
     keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(7)])
@@ -95,6 +96,7 @@ def test_each_piece_compiles_once_over_iterations():
     assert int(state.iteration) == 3
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_resume_after_stop_equals_uninterrupted(tmp_path):
     full = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="full")
     run(full)
@@ -107,6 +109,7 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path):
     assert len(a) == 3 and a == b
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=2)
     run(cfg)
@@ -186,6 +189,7 @@ def test_cli_train_help_and_bad_values(capsys):
     assert "pddm-cpu" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_run_writes_run_directory(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=2,
                               num_seeds=2)
