@@ -24,6 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mbjax.distributed import is_primary, sync
+
 SCHEMA_VERSION = 1
 
 
@@ -54,15 +56,15 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None,
     # Several processes save together (each writes its shards, orbax the metadata once)
     # into one temporary directory that process 0 then renames.
     multi = jax.process_count() > 1
-    primary = jax.process_index() == 0
+    primary = is_primary()
     tmp = path.with_name(f".{path.name}.tmp-" + ("multi" if multi else uuid.uuid4().hex[:8]))
     if primary:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed multi-process save
-    _sync("mbjax-checkpoint-start")
+    sync("mbjax-checkpoint-start")
     _checkpointer().save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                  record=ocp.args.JsonSave(record)))
-    _sync("mbjax-checkpoint-written")
+    sync("mbjax-checkpoint-written")
     if primary:
         if path.exists():  # swap: the old checkpoint stays intact until the new one is done
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
@@ -71,14 +73,9 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    _sync("mbjax-checkpoint-renamed")
+    sync("mbjax-checkpoint-renamed")
     return path
 
-
-def _sync(name: str) -> None:
-    from mbjax.distributed import sync
-
-    sync(name)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -65,15 +65,9 @@ def _train(argv: list[str]) -> int:
         if argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
             # Flags on top of the run's own config (e.g. --devices 0 or the
             # --distributed.* of a multi-host resume); changing anything else is refused.
-            import json
-            from pathlib import Path
+            from mbjax.training.run import load_run_config
 
-            from mbjax.training.run import config_from_dict
-
-            path = Path(resume) / "config.json"
-            if not path.exists():
-                raise FileNotFoundError(f"{resume} is not a run directory (no config.json)")
-            stored = config_from_dict(json.loads(path.read_text()))
+            stored = load_run_config(resume)
             config = tyro.cli(type(stored), default=stored, args=argv,
                               prog="mbjax train --resume RUN_DIR")
             run(config, resume=resume)

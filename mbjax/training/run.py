@@ -84,6 +84,14 @@ def config_from_dict(d: dict) -> TrainConfig:
     return build(TrainConfig, top)
 
 
+def load_run_config(run_dir: str | Path):
+    """The config a run directory was started with (its config.json)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    return config_from_dict(json.loads(path.read_text()))
+
+
 def make_trainer(config):
     """``make_train(config)`` for a ``TrainConfig``; for an agent's config (one with an
     ``algorithm`` field, ``mbjax.agents``) its trainer, which has the same ``init``,
@@ -195,19 +203,18 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
     console = console or Console(quiet=not primary)
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-        stored = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+        stored = load_run_config(run_dir)
         if config is not None and comparable_config(config) != comparable_config(stored):
             diff = _config_diff(comparable_config(stored), comparable_config(config))
             raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
                              f"\n{diff}\nDrop the overrides to resume, or start a new run.")
-        # Runtime fields (devices...) come from the caller; without a config the stored
-        # devices are kept but not a stored multi-process setup (pass it again).
-        runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS
-                   if hasattr(stored, f) and hasattr(config, f)} if config is not None else \
-            ({"distributed": type(stored.distributed)()} if hasattr(stored, "distributed")
-             else {})
+        if config is not None:  # runtime fields (devices...) come from the caller
+            runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS
+                       if hasattr(stored, f) and hasattr(config, f)}
+        elif hasattr(stored, "distributed"):  # a stored multi-process setup: pass it again
+            runtime = {"distributed": type(stored.distributed)()}
+        else:
+            runtime = {}
         config = dataclasses.replace(stored, **runtime)
     else:
         config = config or TrainConfig()
@@ -424,9 +431,7 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None) -> dict:
 
     console = console or Console()
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = load_run_config(run_dir)
     trainer = make_trainer(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
