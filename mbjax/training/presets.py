@@ -163,6 +163,30 @@ PRESETS.update({
     "mpc-distill-cpu": DistillConfig(preset="mpc-distill-cpu"),
 })
 
+
+def _locomotion_cpu(env: str, model_based: bool) -> MBPOConfig:
+    """MBPO / SAC on a brax locomotion env at a budget 2 CPU cores finish in ~1 h
+    (experiments/mbpo/brax_locomotion.py): the published env settings (5000 random
+    steps, epochs of 1000 steps, rollout schedule, target entropy, 7 x 4 x 200 ensemble,
+    5 % real data) for 25 epochs = 30k env steps, with three cuts that keep the cost
+    down: SAC (128, 128) instead of (256, 256), G = 10 instead of 20 (Hopper) / 40
+    (HalfCheetah), and the model refit + 100k branched rollouts once per epoch (F = 1000,
+    M = 100) instead of every 250 steps (M = 400); model fits stop after 20 epochs.
+    SAC (``model_based=False``) keeps its own G = 1 and the same networks."""
+    base = PRESETS["mbpo-halfcheetah" if env == "halfcheetah" else "mbpo"]
+    algo = "mbpo" if model_based else "sac"
+    return dataclasses.replace(
+        base, preset=f"{algo}-{env}-cpu", model_based=model_based,
+        sac=dataclasses.replace(base.sac, hidden_sizes=(128, 128)),
+        model_train=ModelTrainConfig(max_epochs=20),
+        num_iterations=25, updates_per_step=10 if model_based else 1,
+        model_train_every=1000, rollouts_per_step=100, buffer_capacity=30_000,
+        num_seeds=3)
+
+
+PRESETS.update({f"{algo}-{env}-cpu": _locomotion_cpu(env, algo == "mbpo")
+                for env in ("hopper", "halfcheetah") for algo in ("mbpo", "sac")})
+
 DEFAULT_PRESET = "pddm-cpu"
 
 
