@@ -19,7 +19,7 @@ import mbjax.envs as envs
 from mbjax.checkpoint import CheckpointError
 from mbjax.cli import main
 from mbjax.models import EnsembleConfig, ModelTrainConfig
-from mbjax.training import EnvConfig, PlannerConfig, TrainConfig, make_train
+from mbjax.training import EnvConfig, PlannerConfig, TrainConfig, make_train, presets
 from mbjax.training.run import list_checkpoints, read_metrics, run
 
 TINY = TrainConfig(
@@ -209,3 +209,17 @@ def test_default_config_is_valid_pddm():
     cfg = TrainConfig()  # the defaults form a consistent (PDDM) config
     assert (cfg.model.num_members, cfg.planner.kind, cfg.planner.num_particles) == (3, "mppi", 3)
     assert cfg.model.hidden_sizes == (500, 500) and not cfg.model.probabilistic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", presets.names())
+def test_every_preset_builds_and_traces(name):
+    """Each preset is a valid config whose trainer's state and iteration trace (abstractly:
+    ``jax.eval_shape``, nothing compiles) and whose iteration returns a finite-shaped
+    ``return_mean`` per seed."""
+    from mbjax.training.run import make_trainer
+
+    trainer = make_trainer(presets.get(name))
+    state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+    _, metrics = jax.eval_shape(trainer.train_iteration, state)
+    assert metrics["return_mean"].shape == ()
