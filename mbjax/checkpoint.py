@@ -9,6 +9,10 @@ checkpoint under ``path``; overwriting swaps directories the same way.
 a checkpoint whose schema does not match ``template`` (a model of a different shape) or
 whose metadata differ from ``expected_metadata`` (e.g. a different config), and reports a
 missing, incomplete or corrupt checkpoint as such.
+
+Zero-size leaves (e.g. MJX's ``Data.act`` of a model without actuator activations, shape
+[..., 0]) hold no data and orbax refuses to write them: they are stored as empty nodes and
+restored as zeros of the template's shape and dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -40,6 +45,26 @@ def schema(tree: Any) -> dict[str, dict]:
         arr = np.asarray(leaf) if not hasattr(leaf, "shape") else leaf
         out[jax.tree_util.keystr(path)] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
     return out
+
+
+def _is_empty(leaf) -> bool:
+    return leaf is not None and int(np.prod(np.shape(leaf))) == 0
+
+
+def _drop_empty(tree: Any) -> Any:
+    """``tree`` with its zero-size leaves replaced by ``None`` (an empty node)."""
+    return jax.tree_util.tree_map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def _refill_empty(restored: Any, template: Any) -> Any:
+    """Inverse of ``_drop_empty``: zeros (shape/dtype of ``template``) where ``restored``
+    holds the ``None`` of a zero-size leaf."""
+    is_none = lambda x: x is None  # noqa: E731
+    t_leaves, treedef = jax.tree_util.tree_flatten(template, is_leaf=is_none)
+    r_leaves = jax.tree_util.tree_leaves(restored, is_leaf=is_none)
+    return jax.tree_util.tree_unflatten(treedef, [
+        jnp.zeros(t.shape, t.dtype) if _is_empty(t) else r
+        for t, r in zip(t_leaves, r_leaves, strict=True)])
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -62,7 +87,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed multi-process save
     sync("mbjax-checkpoint-start")
-    _checkpointer().save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(tree),
+    _checkpointer().save(tmp, ocp.args.Composite(state=ocp.args.StandardSave(_drop_empty(tree)),
                                                  record=ocp.args.JsonSave(record)))
     sync("mbjax-checkpoint-written")
     if primary:
@@ -145,8 +170,9 @@ def load(path: str | os.PathLike, template: Any, expected_metadata: dict | None 
             + "\n".join(diff) + "\nIt was written by a model/state of another shape.")
     try:
         restored = _checkpointer().restore(
-            path, ocp.args.Composite(state=ocp.args.StandardRestore(template)))["state"]
+            path, ocp.args.Composite(state=ocp.args.StandardRestore(_drop_empty(template)))
+        )["state"]
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is corrupt: its arrays cannot be read "
                               f"({type(err).__name__}: {err})") from err
-    return restored
+    return _refill_empty(restored, template)

@@ -72,3 +72,30 @@ def test_overwrite_keeps_a_loadable_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp dirs left behind
     with pytest.raises(CheckpointError, match="exists"):
         checkpoint.save(tmp_path / "m", state, overwrite=False)
+
+
+def test_zero_size_leaves_round_trip(tmp_path):
+    """orbax refuses zero-size arrays; they are stored as empty nodes and come back as
+    zeros of the template's shape (None nodes of the tree stay None)."""
+    tree = {"w": jnp.arange(3.0), "act": jnp.zeros((4, 0)), "none": None,
+            "i": jnp.int32(2), "nested": (jnp.zeros((0,), jnp.int32), jnp.ones((2, 2)))}
+    checkpoint.save(tmp_path / "c", tree)
+    template = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    loaded = checkpoint.load(tmp_path / "c", template)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(tree)
+    for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(loaded)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mjx_env_state_round_trip(tmp_path):
+    """A brax Hopper (MJX backend) state has a zero-size ``act``: it saves and restores."""
+    import mbjax.envs as envs
+
+    env = envs.make("hopper")
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    assert any(np.size(x) == 0 for x in jax.tree_util.tree_leaves(state))
+    checkpoint.save(tmp_path / "env", state)
+    loaded = checkpoint.load(tmp_path / "env", state)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(loaded)):
+        np.testing.assert_array_equal(a, b)
