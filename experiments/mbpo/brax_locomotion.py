@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, write_json
+from common import RESULTS, draw_curves, steps_to_threshold, write_json
 
 import mbjax  # noqa: F401  (CPU XLA flags first)
 from mbjax.training import presets
@@ -85,15 +85,6 @@ def summarise(c: dict) -> dict:
             "best_mean_curve": float(r.mean(1).max())}
 
 
-def steps_to(c: dict, threshold: float) -> list:
-    r = np.asarray(c["returns"], dtype=float)
-    out = []
-    for j in range(r.shape[1]):
-        hit = np.flatnonzero(r[:, j] >= threshold)
-        out.append(int(c["env_steps"][hit[0]]) if hit.size else None)
-    return out
-
-
 def report(envs: tuple[str, ...]) -> None:
     import matplotlib
 
@@ -103,18 +94,14 @@ def report(envs: tuple[str, ...]) -> None:
     results = {}
     fig, axes = plt.subplots(1, len(envs), figsize=(6.0 * len(envs), 4), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        results[env] = {}
+        results[env], panel = {}, {}
         for agent in AGENTS:
             c = curves(env, agent)
             if c is None:
                 continue
             s = summarise(c)
             results[env][agent] = dict(c, summary=s)
-            r = np.asarray(c["returns"], dtype=float)
-            mean, std = r.mean(1), r.std(1)
-            ax.plot(c["env_steps"], mean, marker="o", ms=3,
-                    label=f"{LABELS[agent]} ({r.shape[1]} seeds)")
-            ax.fill_between(c["env_steps"], mean - std, mean + std, alpha=0.2)
+            panel[LABELS[agent]] = (c["env_steps"], c["returns"])
             print(f"{env:12s} {LABELS[agent]:22s} {s['env_steps']:6d} steps: final "
                   f"{s['final']['mean']:8.1f} +- {s['final']['std']:6.1f} | last 3 "
                   f"{s['last3_mean']['mean']:8.1f} | {c['iteration_median_s']:.0f} "
@@ -122,14 +109,14 @@ def report(envs: tuple[str, ...]) -> None:
         if "sac" in results[env] and "mbpo" in results[env]:
             # Sample efficiency: env steps MBPO needs to reach SAC's final return.
             sac_final = results[env]["sac"]["summary"]["final"]["mean"]
+            mbpo = results[env]["mbpo"]
+            per_step = [[s] * len(mbpo["seeds"]) for s in mbpo["env_steps"]]
             results[env]["mbpo_steps_to_sac_final"] = {
                 "threshold": sac_final,
-                "per_seed": steps_to(results[env]["mbpo"], sac_final)}
-        ax.set_title(f"brax {env}: MBPO vs SAC (CPU budget)")
-        ax.set_xlabel("environment steps (5000 random included)")
-        ax.set_ylabel("evaluation return (5 deterministic episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+                "per_seed": steps_to_threshold(per_step, mbpo["returns"], sac_final)}
+        draw_curves(ax, panel, f"brax {env}: MBPO vs SAC (CPU budget)",
+                    ylabel="evaluation return (5 deterministic episodes)",
+                    xlabel="environment steps (5000 random included)")
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / "brax_locomotion.png", dpi=110)

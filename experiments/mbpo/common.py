@@ -66,15 +66,10 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def plot_curves(name: str, curves: dict, title: str, ylabel: str = "evaluation return",
-                hline: tuple[float, str] | None = None) -> Path:
+def draw_curves(ax, curves: dict, title: str, ylabel: str = "evaluation return",
+                xlabel: str = "environment steps",
+                hline: tuple[float, str] | None = None) -> None:
     """curves: label -> (env_steps [iters], returns [iters, seeds]); mean +- std bands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, (steps, returns) in curves.items():
         r = np.asarray(returns, dtype=float)
         mean, std = r.mean(1), r.std(1)
@@ -82,11 +77,23 @@ def plot_curves(name: str, curves: dict, title: str, ylabel: str = "evaluation r
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
     if hline is not None:
         ax.axhline(hline[0], color="gray", ls="--", lw=1, label=hline[1])
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_curves(name: str, curves: dict, title: str, ylabel: str = "evaluation return",
+                hline: tuple[float, str] | None = None) -> Path:
+    """One panel of ``draw_curves``, saved as ``results/<name>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    draw_curves(ax, curves, title, ylabel, hline=hline)
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=110)
