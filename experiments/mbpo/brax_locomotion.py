@@ -82,7 +82,10 @@ def summarise(c: dict) -> dict:
             "final": {"mean": float(r[-1].mean()), "std": float(r[-1].std()),
                       "per_seed": r[-1].tolist()},
             "last3_mean": {"mean": float(last3.mean()), "std": float(last3.std())},
-            "best_mean_curve": float(r.mean(1).max())}
+            "best_mean_curve": float(r.mean(1).max()),
+            # Mean over all evaluated epochs (area under the curve / epochs): sample
+            # efficiency in one number, less sensitive to one noisy final evaluation.
+            "curve_mean": {"mean": float(r.mean()), "std": float(r.mean(0).std())}}
 
 
 def report(envs: tuple[str, ...]) -> None:
@@ -104,7 +107,8 @@ def report(envs: tuple[str, ...]) -> None:
             panel[LABELS[agent]] = (c["env_steps"], c["returns"])
             print(f"{env:12s} {LABELS[agent]:22s} {s['env_steps']:6d} steps: final "
                   f"{s['final']['mean']:8.1f} +- {s['final']['std']:6.1f} | last 3 "
-                  f"{s['last3_mean']['mean']:8.1f} | {c['iteration_median_s']:.0f} "
+                  f"{s['last3_mean']['mean']:8.1f} | all epochs {s['curve_mean']['mean']:8.1f} | "
+                  f"{c['iteration_median_s']:.0f} "
                   f"s/epoch")
         if "sac" in results[env] and "mbpo" in results[env]:
             # Sample efficiency: env steps MBPO needs to reach SAC's final return.
