@@ -14,9 +14,11 @@ risk_p is the mean over particles or mean - k std (``risk_aversion`` k).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from mbjax.models.ensemble import EnsembleModel
 from mbjax.models.rollout import check_propagation, rollout_particles
@@ -55,6 +57,73 @@ def discounted_return(rewards: Array, terminated: Array, discount: float,
     return ret
 
 
+@struct.dataclass
+class ObjectiveParams:
+    """The traced floats of a model objective: a sweep over them is a ``vmap``.
+
+    discount: gamma per step, in (0, 1]; uncertainty_penalty: lambda >= 0 (per-step
+    ensemble disagreement cost); risk_aversion: k >= 0 in mean - k std over particles.
+    """
+
+    discount: Any = 1.0
+    uncertainty_penalty: Any = 0.0
+    risk_aversion: Any = 0.0
+
+
+def make_tunable_model_objective(
+    model: EnsembleModel,
+    reward_fn: Callable | None,
+    termination_fn: Callable | None = None,
+    num_particles: int = 20,
+    propagation: str = "ts_inf",
+    with_disagreement: bool = False,
+    with_risk: bool = True,
+    terminal_value: Callable[[Any, Array], Array] | None = None,
+    termination_penalty: float = 0.0,
+    action_magnitude_cost: float = 0.0,
+    action_smoothness_cost: float = 0.0,
+    sample: bool = True,
+):
+    """Builds J((model_state, hparams, value_params), obs [O], actions [N, H, A], key) -> [N]
+
+    with the objective's floats ``hparams`` (``ObjectiveParams``) given at call time, so
+    they may be traced (vmapped over seeds / sweep points):
+
+        J(a) = risk_p( sum_{t<H} gamma^t alive_t (r_t - lambda u_t - c(a))
+                       + gamma^H alive_H V(value_params, s_H) )
+
+    Static switches: ``with_disagreement`` computes u_t (needed for lambda != 0; without
+    it lambda is ignored), ``with_risk`` applies mean - k std (without it: the mean).
+    ``terminal_value(value_params, obs [O]) -> []`` (e.g. a SAC critic's value; None: no
+    tail, ``value_params`` unused). Other arguments as in ``make_model_objective``.
+    """
+    check_propagation(propagation, num_particles, model.num_members)
+
+    def objective(params, obs: Array, actions: Array, key: PRNGKey) -> Array:
+        model_state, hparams, value_params = params
+        actions = shard_along_data(actions)  # candidates over the mesh's data devices
+        n, horizon, _ = actions.shape
+        p = num_particles
+        obs0 = jnp.broadcast_to(obs, (n * p,) + obs.shape)
+        acts = jnp.repeat(actions, p, axis=0)  # particle b = candidate b // P
+        out = rollout_particles(model, model_state, obs0, acts, key, reward_fn,
+                                termination_fn, propagation, sample, with_disagreement)
+        rewards = out.reward
+        if with_disagreement:
+            rewards = rewards - hparams.uncertainty_penalty * out.disagreement
+        rewards = rewards - action_costs(acts, action_magnitude_cost, action_smoothness_cost)
+        values = None
+        if terminal_value is not None:
+            values = jax.vmap(lambda o: terminal_value(value_params, o))(out.obs[:, -1])
+        ret = discounted_return(rewards, out.terminated, hparams.discount,
+                                termination_penalty, values).reshape(n, p)
+        if with_risk:
+            return ret.mean(-1) - hparams.risk_aversion * ret.std(-1)
+        return ret.mean(-1)
+
+    return objective
+
+
 def make_model_objective(
     model: EnsembleModel,
     reward_fn: Callable | None,
@@ -70,7 +139,8 @@ def make_model_objective(
     action_smoothness_cost: float = 0.0,
     sample: bool = True,
 ):
-    """Builds J(model_state, obs [O], actions [N, H, A], key) -> returns [N].
+    """Builds J(model_state, obs [O], actions [N, H, A], key) -> returns [N] with fixed
+    floats (``make_tunable_model_objective`` takes them at call time).
 
     Args:
       model: the ensemble; ``model_state`` (its ``ModelState``) is J's first argument.
@@ -86,32 +156,23 @@ def make_model_objective(
       action_magnitude_cost, action_smoothness_cost: weights of c(a).
       sample: sample next states from the Gaussian head (True) or use member means.
     """
-    check_propagation(propagation, num_particles, model.num_members)
     if not 0.0 < discount <= 1.0:
         raise ValueError(f"discount must be in (0, 1], got {discount}")
-    if uncertainty_penalty < 0 or risk_aversion < 0 or termination_penalty < 0:
-        raise ValueError("uncertainty_penalty, risk_aversion and termination_penalty "
-                         "must be >= 0")
-    with_disagreement = uncertainty_penalty > 0
+    for name, value in (("uncertainty_penalty", uncertainty_penalty),
+                        ("risk_aversion", risk_aversion),
+                        ("termination_penalty", termination_penalty)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    tunable = make_tunable_model_objective(
+        model, reward_fn, termination_fn, num_particles, propagation,
+        with_disagreement=uncertainty_penalty > 0, with_risk=risk_aversion > 0,
+        terminal_value=None if terminal_value is None else lambda _, o: terminal_value(o),
+        termination_penalty=termination_penalty, action_magnitude_cost=action_magnitude_cost,
+        action_smoothness_cost=action_smoothness_cost, sample=sample)
+    hparams = ObjectiveParams(discount, uncertainty_penalty, risk_aversion)
 
     def objective(model_state, obs: Array, actions: Array, key: PRNGKey) -> Array:
-        actions = shard_along_data(actions)  # candidates over the mesh's data devices
-        n, horizon, _ = actions.shape
-        p = num_particles
-        obs0 = jnp.broadcast_to(obs, (n * p,) + obs.shape)
-        acts = jnp.repeat(actions, p, axis=0)  # particle b = candidate b // P
-        out = rollout_particles(model, model_state, obs0, acts, key, reward_fn,
-                                termination_fn, propagation, sample, with_disagreement)
-        rewards = out.reward - uncertainty_penalty * out.disagreement
-        rewards = rewards - action_costs(acts, action_magnitude_cost, action_smoothness_cost)
-        values = None
-        if terminal_value is not None:
-            values = jax.vmap(terminal_value)(out.obs[:, -1])
-        ret = discounted_return(rewards, out.terminated, discount, termination_penalty,
-                                values).reshape(n, p)
-        if risk_aversion > 0:
-            return ret.mean(-1) - risk_aversion * ret.std(-1)
-        return ret.mean(-1)
+        return tunable((model_state, hparams, None), obs, actions, key)
 
     return objective
 
