@@ -226,3 +226,54 @@ def test_bad_model_config_values():
     model = small_model(False)
     with pytest.raises(ValueError, match="model expects obs"):
         model.predict(model.init(jax.random.PRNGKey(0)), jnp.zeros((4, O + 1)), jnp.zeros((4, A)))
+
+
+def _spoil_members(state, bad):
+    """Adds 1e3 (normalised target units) to the output bias of the members ``bad``: a
+    few epochs of Adam at 1e-3 cannot undo it, so those members stay far worse."""
+    layers = [dict(layer) for layer in state.params.layers]
+    offset = jnp.zeros(layers[-1]["b"].shape[0]).at[jnp.asarray(bad)].set(1e3)
+    layers[-1]["b"] = layers[-1]["b"] + offset[:, None, None]
+    return state.replace(params=state.params.replace(layers=layers))
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_elites_are_the_best_members_not_the_first(early_stopping):
+    system = linear_system(5)
+    data, _ = linear_data(jax.random.PRNGKey(0), 256, 0.01, system)
+    model = small_model(False, members=5, elites=2)
+    trainer = make_model_trainer(model, ModelTrainConfig(
+        batch_size=32, max_epochs=3, early_stopping=early_stopping))
+    state = _spoil_members(trainer.init(jax.random.PRNGKey(1)), bad=[0, 1, 2])
+    state, metrics = jax.jit(trainer.train)(state, data, 256, jax.random.PRNGKey(2))
+    raise_if_failed(metrics)
+    assert sorted(state.elites.tolist()) == [3, 4]
+    # The elites are also the best members on fresh data.
+    test, _ = linear_data(jax.random.PRNGKey(3), 500, 0.0, system)
+    pred = model.predict(state, test.obs, test.action)
+    member_mse = jnp.mean((pred.next_obs_mean - test.next_obs) ** 2, axis=(1, 2))
+    assert float(jnp.max(member_mse[state.elites])) < 1e-3 * float(jnp.min(member_mse[:3]))
+
+
+def test_learning_rate_argument_may_be_traced_and_vmapped():
+    system = linear_system(6)
+    data, _ = linear_data(jax.random.PRNGKey(0), 256, 0.01, system)
+    model = small_model(True, members=2, elites=1)
+    cfg = ModelTrainConfig(batch_size=32, max_epochs=3, learning_rate=1e-3)
+    trainer = make_model_trainer(model, cfg)
+    state0 = trainer.init(jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    train = jax.jit(trainer.train)
+    default, _ = train(state0, data, 256, key)
+    same, _ = train(state0, data, 256, key, jnp.asarray(cfg.learning_rate))
+    chex.assert_trees_all_equal(default.params, same.params)
+    lrs = jnp.array([cfg.learning_rate, 1e-2])
+    sweep = jax.jit(jax.vmap(trainer.train, in_axes=(None, None, None, None, 0)))
+    both, _ = sweep(state0, data, 256, key, lrs)
+    fast, _ = train(state0, data, 256, key, lrs[1])
+    for i, single in enumerate((same, fast)):
+        run_i = jax.tree_util.tree_map(lambda x, i=i: x[i], both.params)
+        chex.assert_trees_all_close(run_i, single.params, rtol=1e-5, atol=1e-6)
+    gap = max(float(jnp.max(jnp.abs(leaf[0] - leaf[1])))
+              for leaf in jax.tree_util.tree_leaves(both.params))
+    assert gap > 1e-2, gap

@@ -3,10 +3,12 @@
 ``make_model_trainer(model, config)`` returns ``ModelTrainer(init, train)``:
 
 * ``init(key) -> ModelState`` (params, normalisers, Adam state);
-* ``train(state, data, num_valid, key) -> (state, metrics)`` where ``data`` is a pytree of
-  transitions with a fixed leading capacity axis [C, ...] whose first ``num_valid`` rows
-  are valid (a replay buffer flattened with ``mbjax.buffers``). Shapes never depend on
-  ``num_valid``, so a growing buffer never recompiles.
+* ``train(state, data, num_valid, key, learning_rate=None) -> (state, metrics)`` where
+  ``data`` is a pytree of transitions with a fixed leading capacity axis [C, ...] whose
+  first ``num_valid`` rows are valid (a replay buffer flattened with ``mbjax.buffers``).
+  Shapes never depend on ``num_valid``, so a growing buffer never recompiles.
+  ``learning_rate`` (a float or a traced scalar, e.g. one per seed under ``vmap``)
+  replaces ``config.learning_rate`` for this call; None keeps the config's.
 
 One call (MBPO, Janner et al. 2019, App. C; PETS, Chua et al. 2018):
 1. fit input/target normalisers on the valid rows;
@@ -18,7 +20,11 @@ One call (MBPO, Janner et al. 2019, App. C; PETS, Chua et al. 2018):
    every member is compared with its best; a member improves when its relative gain
    exceeds ``improvement_threshold``; training stops after ``patience`` epochs in which no
    member improved, and each member keeps its best parameters;
-5. elites = the ``num_elites`` members with the lowest held-out MSE.
+5. elites = the ``num_elites`` members with the lowest held-out MSE; without early
+   stopping (no holdout) the ``num_elites`` members with the lowest training loss, the
+   mean over the minibatches of the last epoch of each member's loss on its own
+   bootstrap rows, (1 / M) sum_b L_e(batch_b) (the quantity Adam minimised, weight decay
+   excluded).
 
 Non-finite data skips the update and non-finite losses are never applied; both are
 reported in the metrics, and :func:`raise_if_failed` turns them into an error that names
@@ -84,7 +90,7 @@ def _model_inputs(data) -> tuple[Array, Array, Array, Array, Array]:
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8
 
 
-def _guarded_adam_step(optimizer, learning_rate: float, grads, opt_state, params,
+def _guarded_adam_step(optimizer, learning_rate: float | Array, grads, opt_state, params,
                        finite: Array):
     """One ``optax.adam`` step, applied only where ``finite`` (else nothing changes).
 
@@ -146,8 +152,14 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
             e_b(next_obs), e_b(reward), e_b(done), e_b(weight))
         return mse
 
-    def train(state: ModelState, data, num_valid: Array, key: PRNGKey):
-        """Fits ``state`` to the first ``num_valid`` rows of ``data``; see module doc."""
+    def train(state: ModelState, data, num_valid: Array, key: PRNGKey,
+              learning_rate: float | Array | None = None):
+        """Fits ``state`` to the first ``num_valid`` rows of ``data``; see module doc.
+
+        ``learning_rate``: Adam's step size for this call (a float or a scalar array, may
+        be traced); None = ``config.learning_rate``.
+        """
+        lr = cfg.learning_rate if learning_rate is None else learning_rate
         capacity = data.obs.shape[0]
         n = jnp.minimum(jnp.asarray(num_valid, jnp.int32), capacity)
         rows = jnp.arange(capacity)
@@ -211,7 +223,7 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
             # instead of copying every loop-carried buffer each step.
             def batch_step(carry):
                 b, params, opt_state, grads, finite, loss_sum, bad = carry
-                params, opt_state = _guarded_adam_step(optimizer, cfg.learning_rate, grads,
+                params, opt_state = _guarded_adam_step(optimizer, lr, grads,
                                                        opt_state, params, finite)
                 start = b * cfg.batch_size
                 idx = jax.lax.dynamic_slice_in_dim(epoch_rows, start, cfg.batch_size, 1)
@@ -232,7 +244,7 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
                     jnp.zeros(num_members), jnp.array(False))
             _, params, opt_state, grads, finite, loss_sum, bad = jax.lax.while_loop(
                 lambda c: c[0] < num_batches, batch_step, init)
-            params, opt_state = _guarded_adam_step(optimizer, cfg.learning_rate, grads,
+            params, opt_state = _guarded_adam_step(optimizer, lr, grads,
                                                    opt_state, params, finite)
             return params, opt_state, loss_sum / jnp.maximum(num_batches, 1), bad
 
@@ -272,10 +284,8 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
         epochs, _, opt_state, best_params, best_loss, _, train_loss, bad = \
             jax.lax.while_loop(epoch_cond, epoch_body, init)
 
-        if cfg.early_stopping:
-            elites = jnp.argsort(best_loss)[: model.config.num_elites].astype(jnp.int32)
-        else:
-            elites = jnp.arange(model.config.num_elites, dtype=jnp.int32)
+        ranking = best_loss if cfg.early_stopping else train_loss
+        elites = jnp.argsort(ranking)[: model.config.num_elites].astype(jnp.int32)
         state = state.replace(params=best_params, opt_state=opt_state, elites=elites,
                               holdout_loss=best_loss)
         metrics = {
