@@ -14,17 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbjax.jobs.diagnostics import DiagnosticsConfig, run_diagnostics, write_report
 from mbjax.models import EnsembleConfig, EnsembleModel, EnsembleParams, ModelState
 from mbjax.models.diagnostics import (
-    DiagnosticsConfig,
     calibration,
     expected_coverage,
     k_step_errors,
     moment_matched,
     one_step_metrics,
-    run_diagnostics,
     trajectories_from_transitions,
-    write_report,
 )
 from mbjax.networks.normalizer import Normalizer
 from mbjax.types import Transition

@@ -68,6 +68,14 @@ class EnsembleConfig:
             raise ValueError("init_min_logvar must be < init_max_logvar")
 
 
+def checked_sizes(obs_size: int, action_size: int) -> tuple[int, int]:
+    """(obs_size, action_size) as ints, or ValueError unless both are >= 1."""
+    if obs_size < 1 or action_size < 1:
+        raise ValueError(f"obs_size and action_size must be >= 1, got {obs_size}, "
+                         f"{action_size}")
+    return int(obs_size), int(action_size)
+
+
 def pddm_ensemble_config(hidden: int = 500) -> EnsembleConfig:
     """PDDM's model: 3 deterministic MLPs, 2 hidden layers of 500 ReLU units, MSE loss.
 
@@ -147,11 +155,7 @@ class EnsembleModel:
     ``action_size``. Immutable; all methods are pure functions of their arguments."""
 
     def __init__(self, obs_size: int, action_size: int, config: EnsembleConfig | None = None):
-        if obs_size < 1 or action_size < 1:
-            raise ValueError(f"obs_size and action_size must be >= 1, got {obs_size}, "
-                             f"{action_size}")
-        self.obs_size = int(obs_size)
-        self.action_size = int(action_size)
+        self.obs_size, self.action_size = checked_sizes(obs_size, action_size)
         self.config = config or EnsembleConfig()
 
     # Sizes ---------------------------------------------------------------------------------

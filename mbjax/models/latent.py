@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from mbjax.models.ensemble import checked_sizes
 from mbjax.networks.mlp import ACTIVATIONS, ensemble_mlp_init
 from mbjax.networks.normalizer import Normalizer, fit_normalizer
 from mbjax.types import Array, PRNGKey, Transition
@@ -223,11 +224,7 @@ class LatentModel:
     """
 
     def __init__(self, obs_size: int, action_size: int, config: LatentConfig | None = None):
-        if obs_size < 1 or action_size < 1:
-            raise ValueError(f"obs_size and action_size must be >= 1, got {obs_size}, "
-                             f"{action_size}")
-        self.obs_size = int(obs_size)
-        self.action_size = int(action_size)
+        self.obs_size, self.action_size = checked_sizes(obs_size, action_size)
         self.config = config or LatentConfig()
         cfg = self.config
         # Adam without its learning rate: ``train`` scales the step by lr(i) itself.

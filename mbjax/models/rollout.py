@@ -53,6 +53,24 @@ class ModelRollout:
     disagreement: Array
 
 
+def rollout_from_steps(obs0: Array, next_obs: Array, reward: Array, terminated: Array,
+                       disagreement: Array | None = None) -> ModelRollout:
+    """Assembles a ``ModelRollout`` from the start observation and the H predicted steps.
+
+    Args:
+      obs0: [..., O] start observation(s); next_obs: [..., H, O] the observation after
+        each step; reward, terminated: [..., H].
+      disagreement: [..., H]; None = zeros (not computed, or a deterministic model).
+
+    Returns:
+      ``ModelRollout`` with obs [..., H + 1, O] = [obs0, next_obs] along the step axis.
+    """
+    obs = jnp.concatenate([obs0[..., None, :], next_obs], axis=-2)
+    disagreement = jnp.zeros_like(reward) if disagreement is None else disagreement
+    return ModelRollout(obs=obs, reward=reward, terminated=terminated,
+                        disagreement=disagreement)
+
+
 def _to_members(x: Array, num_members: int) -> Array:
     """[B, ...] -> [E, B / E, ...] with particle b at (b mod E, b div E)."""
     b = x.shape[0]
@@ -171,9 +189,7 @@ def rollout_particles(
                                sample)
     _, (obs_seq, reward, term, dis) = jax.lax.scan(
         body, obs0, (actions.swapaxes(0, 1), keys))
-    obs_all = jnp.concatenate([obs0[None], obs_seq], axis=0).swapaxes(0, 1)
-    return ModelRollout(obs=obs_all, reward=reward.T, terminated=term.T,
-                        disagreement=dis.T)
+    return rollout_from_steps(obs0, obs_seq.swapaxes(0, 1), reward.T, term.T, dis.T)
 
 
 def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn, sample):
@@ -204,10 +220,7 @@ def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn
 
     _, (obs_seq, reward, term) = jax.lax.scan(body, obs_m, (act_m, keys))
     flat = lambda x: _from_members(jnp.moveaxis(x, 0, 2))  # [H, E, b, ...] -> [B, H, ...]
-    obs_all = jnp.concatenate([obs0[:, None], flat(obs_seq)], axis=1)
-    reward, term = flat(reward), flat(term)
-    return ModelRollout(obs=obs_all, reward=reward, terminated=term,
-                        disagreement=jnp.zeros_like(reward))
+    return rollout_from_steps(obs0, flat(obs_seq), flat(reward), flat(term))
 
 
 def rollout(

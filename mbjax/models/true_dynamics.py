@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from mbjax.envs.acting import transition
 from mbjax.envs.base import Env, State
-from mbjax.models.rollout import ModelRollout, RewardFn
+from mbjax.models.rollout import ModelRollout, RewardFn, rollout_from_steps
 from mbjax.types import Array, PRNGKey
 
 
@@ -68,9 +68,7 @@ def _simulate_one(env: Env, state: State, actions: Array, reward_fn: RewardFn | 
 
     (_, _), (obs_seq, reward, terminated) = jax.lax.scan(
         body, (state, jnp.zeros((), jnp.float32)), actions)
-    obs = jnp.concatenate([state.obs[None], obs_seq], axis=0)
-    return ModelRollout(obs=obs, reward=reward, terminated=terminated,
-                        disagreement=jnp.zeros_like(reward))
+    return rollout_from_steps(state.obs, obs_seq, reward, terminated)
 
 
 def simulate(
