@@ -13,11 +13,11 @@ sigma_d is the standard deviation of the one-step change of state dimension d in
 
 * :func:`fit_parameters` minimises L by gradient descent through the simulator (Adam
   with a cosine-decayed step size, in ``lax.scan``; jit-able).
-* :func:`fit_parameters_cem` minimises L with the cross-entropy method (a Gaussian over
-  the free parameters, refitted to the best samples each iteration): the fallback where
-  gradients are useless (contacts, clipping, discontinuities, or a non-differentiable
-  simulator). It needs only loss evaluations but scales poorly with the number of
-  parameters.
+* :func:`fit_parameters_cem` minimises L with the planners' cross-entropy method
+  (``mbjax.planners.make_cem`` over a one-step "action sequence" of parameters): the
+  fallback where gradients are useless (contacts, clipping, discontinuities, or a
+  non-differentiable simulator). It needs only loss evaluations but scales poorly with
+  the number of parameters.
 
 Parameters are a dataclass (``flax.struct.dataclass`` such as ``PendulumParams``) or a
 dict of arrays. ``free`` selects the fitted fields; the others stay at their value in
@@ -82,6 +82,7 @@ from jax.flatten_util import ravel_pytree
 from mbjax.envs.acting import Policy, uniform_random_policy
 from mbjax.envs.base import Env, State
 from mbjax.envs.classic import angle_normalize
+from mbjax.planners import CEMConfig, CEMParams, make_cem
 from mbjax.types import Array, PRNGKey
 
 #: dynamics_fn(params, x [S], action [A]) -> x' [S], for ONE transition.
@@ -181,10 +182,12 @@ class CEMSysIdConfig(_FitSpec):
       population: candidate parameter vectors per iteration.
       num_elites: the best candidates the Gaussian is refitted to.
       iterations: CEM iterations.
-      init_std: initial std of the Gaussian; in log space it is relative (0.5 ~ +-50 %),
-        for a linear field it is multiplied by max(|initial value|, 1).
-      min_std: floor of the std (keeps sampling from collapsing early).
-      smoothing: alpha in  mu <- alpha mu + (1 - alpha) mean(elites)  (same for the std).
+      init_std: initial std sigma_0 of the Gaussian; in log space it is relative
+        (0.5 ~ +-50 %), for a linear field it is multiplied by max(|initial value|, 1).
+      min_std: the search stops once every std is below this (units of ``init_std``).
+      smoothing: alpha in  mu <- alpha mu + (1 - alpha) mean(elites)  (and the variance).
+      search_radius: candidates stay in theta_0 +- search_radius sigma_0 (CEM searches a
+        box); >= 2, so the initial std fits in it.
     """
 
     population: int = 64
@@ -193,6 +196,7 @@ class CEMSysIdConfig(_FitSpec):
     init_std: float = 0.5
     min_std: float = 1e-4
     smoothing: float = 0.5
+    search_radius: float = 6.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -200,9 +204,6 @@ class CEMSysIdConfig(_FitSpec):
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if self.num_elites > self.population:
-            raise ValueError(f"num_elites ({self.num_elites}) must be <= population "
-                             f"({self.population})")
         if self.num_elites < 2:
             raise ValueError(f"num_elites must be >= 2 to estimate a std, got {self.num_elites}")
         if not self.init_std > 0 or not self.min_std >= 0:
@@ -210,6 +211,18 @@ class CEMSysIdConfig(_FitSpec):
                              f"{self.min_std}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if not self.search_radius >= 2.0:
+            raise ValueError(f"search_radius must be >= 2 (initial stds), got "
+                             f"{self.search_radius}")
+        self.planner_settings()  # CEMConfig checks population and num_elites
+
+    def planner_settings(self) -> tuple[CEMConfig, CEMParams]:
+        """The planners' CEM over z = (theta - theta_0) / sigma_0 in [-R, R]^P, R =
+        ``search_radius``: horizon 1, and std0 = init_std_scale (2 R) / 4 = 1."""
+        return (CEMConfig(horizon=1, population=self.population, num_elites=self.num_elites,
+                          iterations=self.iterations),
+                CEMParams(alpha=self.smoothing, init_std_scale=2.0 / self.search_radius,
+                          min_std=self.min_std / self.init_std))
 
 
 # ----------------------------------------------------------------------------------------
@@ -383,7 +396,15 @@ def _make_loss(dynamics_fn: DynamicsFn, space: _Space, init_params, spec: _FitSp
     return loss
 
 
-def _setup(dynamics_fn, init_params, states, actions, next_states, spec):
+def _setup(dynamics_fn, init_params, states, actions, next_states, config, config_type):
+    """Checks config (None: ``config_type()``), fields, data and simulator of one fit.
+
+    Returns:
+      (config, space, theta_0, N, data_ok (all data finite), loss(theta, rows=None)).
+    """
+    spec = config if config is not None else config_type()
+    if not isinstance(spec, config_type):
+        raise TypeError(f"config must be a {config_type.__name__}, got {type(spec).__name__}")
     space = _make_space(init_params, spec)
     states, actions, next_states = _prepare_data(states, actions, next_states)
     for d in spec.angle_dims:
@@ -393,7 +414,8 @@ def _setup(dynamics_fn, init_params, states, actions, next_states, spec):
     _check_dynamics(dynamics_fn, init_params, states, actions)
     data_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(x))
                                  for x in (states, actions, next_states)]))
-    return space, states, actions, next_states, data_ok
+    loss = _make_loss(dynamics_fn, space, init_params, spec, states, actions, next_states)
+    return spec, space, space.to_theta(init_params), states.shape[0], data_ok, loss
 
 
 # ----------------------------------------------------------------------------------------
@@ -437,21 +459,15 @@ def fit_parameters(
       ``initial_loss`` and ``final_loss`` (all transitions), ``data_nonfinite`` and
       ``loss_nonfinite`` (bool: some steps were skipped).
     """
-    cfg = config if config is not None else SysIdConfig()
-    if not isinstance(cfg, SysIdConfig):
-        raise TypeError(f"config must be a SysIdConfig, got {type(cfg).__name__}")
-    space, states, actions, next_states, data_ok = _setup(
-        dynamics_fn, init_params, states, actions, next_states, cfg)
-    n = states.shape[0]
+    cfg, space, theta0, n, data_ok, loss_fn = _setup(
+        dynamics_fn, init_params, states, actions, next_states, config, SysIdConfig)
     minibatch = cfg.batch_size is not None and cfg.batch_size < n
     if minibatch and key is None:
         raise ValueError("config.batch_size < N draws random minibatches: pass a PRNG key")
-    loss_fn = _make_loss(dynamics_fn, space, init_params, cfg, states, actions, next_states)
     schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.num_steps,
                                            alpha=cfg.final_lr_fraction)
     optimizer = optax.adam(schedule)
     grad_fn = jax.value_and_grad(loss_fn)
-    theta0 = space.to_theta(init_params)
     keys = (jax.random.split(key, cfg.num_steps) if minibatch
             else jnp.zeros((cfg.num_steps, 0), jnp.uint32))
 
@@ -505,13 +521,13 @@ def fit_parameters_cem(
 ):
     """Fits the free physical parameters with the cross-entropy method (no gradients).
 
-    theta ~ N(mu, diag(sigma^2)) over the flattened free fields (log space by default),
-    mu_0 = theta(init_params), sigma_0 = ``init_std`` (see ``CEMSysIdConfig``). Each
-    iteration samples ``population`` candidates, evaluates L on all transitions (NaN/inf
-    counts as +inf), and refits
-    mu <- alpha mu + (1 - alpha) mean(elites), sigma <- max(alpha sigma + (1 - alpha)
-    std(elites), min_std) to the ``num_elites`` best. Returns the better (lower L) of the
-    final mean and the best candidate ever sampled. Same data conventions and errors as
+    The planners' CEM (``mbjax.planners.make_cem``, see ``mbjax.planners.cem``) over
+    z = (theta - theta_0) / sigma_0 [P] (theta_0 = theta(init_params), sigma_0 from
+    ``init_std``) as a one-step action sequence [1, P] in the box [-R, R]^P, R =
+    ``search_radius``, maximising J(z) = -L(theta_0 + sigma_0 z) (NaN/inf: the worst).
+    From mu = 0, std 1, it refits the Gaussian to the ``num_elites`` best of
+    ``population`` candidates ``iterations`` times (smoothing alpha), stopping once every
+    std < ``min_std``; the fit is the final mean. Same data conventions and errors as
     :func:`fit_parameters`; cost ~ iterations x population loss evaluations.
 
     Args:
@@ -520,56 +536,36 @@ def fit_parameters_cem(
       key: PRNG key for the samples.
 
     Returns:
-      (params, info): fitted parameters and a dict with ``best_loss_history``
-      [iterations] (best candidate per iteration), ``elite_loss_history`` (mean elite
-      loss), ``initial_loss``, ``final_loss``, ``final_std`` (sigma, flattened theta),
+      (params, info): fitted parameters (``init_params`` where the data are not finite)
+      and a dict with ``initial_loss``, ``final_loss``, ``best_loss`` (the lowest L of
+      any candidate), ``num_nonfinite`` (candidates whose loss was NaN/inf) and
       ``data_nonfinite``.
     """
-    cfg = config if config is not None else CEMSysIdConfig()
-    if not isinstance(cfg, CEMSysIdConfig):
-        raise TypeError(f"config must be a CEMSysIdConfig, got {type(cfg).__name__}")
     if key is None:
         raise ValueError("fit_parameters_cem needs a PRNG key")
-    space, states, actions, next_states, data_ok = _setup(
-        dynamics_fn, init_params, states, actions, next_states, cfg)
-    loss_fn = _make_loss(dynamics_fn, space, init_params, cfg, states, actions, next_states)
-    theta0 = space.to_theta(init_params)
+    cfg, space, theta0, _, data_ok, loss_fn = _setup(
+        dynamics_fn, init_params, states, actions, next_states, config, CEMSysIdConfig)
     flat0, unravel = ravel_pytree(theta0)
-    std_scale = ravel_pytree({n: (jnp.ones_like(theta0[n]) if is_log
-                                  else jnp.maximum(jnp.abs(theta0[n]), 1.0))
-                              for n, is_log in zip(space.names, space.log)})[0]
-    sigma0 = cfg.init_std * std_scale
-    alpha = cfg.smoothing
+    sigma0 = cfg.init_std * ravel_pytree({n: (jnp.ones_like(theta0[n]) if is_log
+                                              else jnp.maximum(jnp.abs(theta0[n]), 1.0))
+                                          for n, is_log in zip(space.names, space.log)})[0]
+    theta_of = lambda z: unravel(flat0 + sigma0 * z)
 
-    def flat_loss(x):
-        value = loss_fn(unravel(x))
-        return jnp.where(jnp.isfinite(value) & data_ok, value, jnp.inf)
+    def objective(objective_params, obs, candidates, key):  # candidates [N, 1, P]
+        del objective_params, obs, key
+        losses = jax.vmap(lambda z: loss_fn(theta_of(z)))(candidates[:, 0])
+        return jnp.where(data_ok, -losses, -jnp.inf)
 
-    def iteration(carry, k):
-        mu, sigma, best_x, best_l = carry
-        xs = mu + sigma * jax.random.normal(k, (cfg.population,) + mu.shape, mu.dtype)
-        losses = jax.vmap(flat_loss)(xs)
-        order = jnp.argsort(losses)[: cfg.num_elites]
-        elites = xs[order]
-        mu = alpha * mu + (1.0 - alpha) * elites.mean(0)
-        sigma = jnp.maximum(alpha * sigma + (1.0 - alpha) * elites.std(0), cfg.min_std)
-        better = losses[order[0]] < best_l
-        best_x = jnp.where(better, xs[order[0]], best_x)
-        best_l = jnp.where(better, losses[order[0]], best_l)
-        return (mu, sigma, best_x, best_l), (losses[order[0]], losses[order].mean())
-
-    init_l = flat_loss(flat0)
-    (mu, sigma, best_x, best_l), (best_hist, elite_hist) = jax.lax.scan(
-        iteration, (flat0, sigma0, flat0, init_l), jax.random.split(key, cfg.iterations))
-    mu_l = flat_loss(mu)
-    use_mu = mu_l <= best_l
-    theta = unravel(jnp.where(use_mu, mu, best_x))
+    radius = np.full(flat0.shape, cfg.search_radius, np.float32)
+    with jax.ensure_compile_time_eval():  # make_cem checks its bounds on the host, also under jit
+        planner = make_cem(objective, -radius, radius, *cfg.planner_settings())
+    z, _, plan = planner.plan(planner.default_params, None, planner.init(key), None, key)
+    theta = theta_of(jnp.where(data_ok, z, 0.0))
     info = {
-        "best_loss_history": best_hist,
-        "elite_loss_history": elite_hist,
-        "initial_loss": init_l,
-        "final_loss": jnp.where(use_mu, mu_l, best_l),
-        "final_std": sigma,
+        "initial_loss": loss_fn(theta0),
+        "final_loss": loss_fn(theta),
+        "best_loss": -plan["best_return"],
+        "num_nonfinite": plan["num_nonfinite"],
         "data_nonfinite": ~data_ok,
     }
     return space.to_params(init_params, theta), info
