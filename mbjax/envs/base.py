@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import operator
 from typing import Any
 
 import jax
@@ -123,6 +124,15 @@ def checked(fn):
         return out
 
     return wrapper
+
+
+def forwarded(path: str) -> property:
+    """A read-only property with the value of ``self.<path>``.
+
+    Example: ``dt = forwarded("env.dt")`` in a class body makes ``obj.dt`` return
+    ``obj.env.dt``, for wrappers and envs built around another env.
+    """
+    return property(operator.attrgetter(path), doc=f"``self.{path}``.")
 
 
 class Env(abc.ABC):

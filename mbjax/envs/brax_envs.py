@@ -38,11 +38,17 @@ torso's instantaneous x velocity ``qd[0]``. Absolute x positions stay excluded (
 Action bounds are the actuators' ``ctrlrange`` (all [-1, 1] here), except pusher and
 inverted_pendulum, whose brax ``step`` rescales an action in [-1, 1] to the
 ``ctrlrange`` itself: their bounds are [-1, 1].
+
+Constructors take ``backend``, then the task's ``options`` (a class attribute: name ->
+default, each also an attribute of the env and a keyword argument of brax's env), then
+``n_frames``; ``inspect.signature`` of a task class lists exactly these.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +72,12 @@ def safe_norm(x: Array) -> Array:
     return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
+def _in_range(x: Array, bounds: tuple[float, float]) -> Array:
+    """lo < x < hi (strict) elementwise for bounds = (lo, hi); a bool array of x's shape."""
+    low, high = bounds
+    return (low < x) & (x < high)
+
+
 def _range(name: str, value) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
@@ -76,12 +88,46 @@ def _range(name: str, value) -> tuple[float, float]:
     return low, high
 
 
+def _option_value(name: str, value: Any, default: Any) -> Any:
+    """``value`` of task option ``name`` in the type of its default.
+
+    A (low, high) pair of floats with low < high for a tuple default (``ValueError``
+    otherwise), a bool for a bool default, else a float.
+    """
+    if isinstance(default, tuple):
+        return _range(name, value)
+    if isinstance(default, bool):
+        return bool(value)
+    return float(value)
+
+
+def _constructor_signature(options: dict[str, Any]) -> inspect.Signature:
+    """``(backend="mjx", <options with their defaults>, n_frames=None)`` of a brax task."""
+    param = inspect.Parameter
+    kind = param.POSITIONAL_OR_KEYWORD
+    option_params = [
+        param(name, kind, default=default,
+              annotation=tuple[float, float] if isinstance(default, tuple) else type(default))
+        for name, default in options.items()
+    ]
+    return inspect.Signature(
+        [param("backend", kind, default="mjx", annotation=str), *option_params,
+         param("n_frames", kind, default=None, annotation=int | None)]
+    )
+
+
 class BraxEnv(Env):
     """Adapter from a brax ``PipelineEnv`` to ``Env``; subclasses define one task.
 
-    Subclasses set ``name``, ``brax_name`` (brax's registry name) and ``extra_size``,
-    and implement ``_extra_obs``, ``reward_fn`` and (if the task terminates)
+    Subclasses set ``name``, ``brax_name`` (brax's registry name), ``options``,
+    ``extra_size`` and ``excluded_positions`` (or ``brax_observation_size``), and
+    implement ``_extra_obs``, ``reward_fn`` and (if the task terminates)
     ``termination_fn``.
+
+    Args:
+      backend: physics backend, one of ``BACKENDS``.
+      **options: the task's ``options`` (see the subclass), passed on to brax.
+      n_frames: physics steps per control step (None: brax's default for the backend).
 
     Attributes:
       brax_env: the wrapped brax environment.
@@ -90,12 +136,29 @@ class BraxEnv(Env):
 
     brax_name: str = ""
     default_episode_length = 1000
+    #: Task options, name -> default: constructor arguments (between ``backend`` and
+    #: ``n_frames``), env attributes (converted like the default) and brax kwargs.
+    options: dict[str, Any] = {}
     #: Number of entries appended to brax's observation (see ``_extra_obs``).
     extra_size: int = 0
+    #: Leading entries of q (root x, y) brax leaves out of its observation.
+    excluded_positions: int = 0
     #: True where brax's ``step`` maps an action in [-1, 1] onto ``ctrlrange`` itself.
     rescales_action: bool = False
+    __signature__ = _constructor_signature({})
 
-    def __init__(self, backend: str = "mjx", n_frames: int | None = None, **brax_kwargs):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = _constructor_signature(cls.options)
+
+    def __init__(self, *args, **kwargs):
+        arguments = self.__signature__.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        values = dict(arguments.arguments)
+        backend, n_frames = values.pop("backend"), values.pop("n_frames")
+        for key, value in values.items():
+            setattr(self, key, _option_value(key, value, self.options[key]))
+        brax_kwargs = {key: getattr(self, key) for key in values}
         if backend not in BACKENDS:
             raise ValueError(
                 f"{self.name}: unknown backend {backend!r}; valid backends: "
@@ -129,8 +192,9 @@ class BraxEnv(Env):
     # -- sizes and bounds ---------------------------------------------------------------
     @property
     def brax_observation_size(self) -> int:
-        """Size of brax's own observation (the leading entries of ours)."""
-        raise NotImplementedError
+        """Size of brax's own observation (the leading entries of ours): q without the
+        ``excluded_positions``, then qd."""
+        return self._q_size - self.excluded_positions + self._qd_size
 
     @property
     def observation_size(self) -> int:
@@ -196,16 +260,6 @@ class BraxEnv(Env):
         brax_out = self.brax_env.step(brax_in, action)
         return self._to_state(state.physics, brax_out, reset=False)
 
-    # -- helpers for subclasses -----------------------------------------------------------
-    def _x_velocity(self, prev, new, reset: bool) -> Array:
-        """Torso x velocity, shape [1]: finite difference over dt (qd[0] on reset)."""
-        if reset:
-            return new.qd[:1]
-        return ((new.x.pos[0, 0] - prev.x.pos[0, 0]) / self.brax_env.dt)[None]
-
-    def _ctrl_cost(self, weight: float, action: Array) -> Array:
-        return weight * jnp.sum(jnp.square(action))
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, backend={self.backend!r}, "
@@ -213,338 +267,172 @@ class BraxEnv(Env):
         )
 
 
-def _never(obs: Array) -> Array:
-    return jnp.zeros((), dtype=jnp.float32)
-
-
 # ----------------------------------------------------------------------------------------
-# Half-cheetah
+# Locomotion: half-cheetah, hopper, walker2d, ant
 # ----------------------------------------------------------------------------------------
 
 
-class HalfCheetah(BraxEnv):
-    """brax ``halfcheetah``: run forward in the plane; never terminates.
+class Locomotion(BraxEnv):
+    """A brax locomotion task: move the torso in +x and, where it has one, stay healthy.
 
-    Observation [18]: brax's [0:8] q[1:] (rootz, rooty, 6 joint angles), [8:17] qd (9);
-    appended [17] v_x = (x_torso' - x_torso) / dt (torso's instantaneous x velocity
-    qd[0] on reset). Action [6] in [-1, 1].
+    Appends v_x = (x_torso' - x_torso) / dt (the torso's instantaneous x velocity qd[0]
+    on reset) at index ``brax_observation_size``; subclasses may append more after it.
 
-    Reward r = w_fwd v_x(s') - w_ctrl |a|^2.
+    Reward r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2 with h = healthy_reward if
+    ``terminate_when_unhealthy`` (done = 1 - healthy(s')), else
+    healthy_reward healthy(s') (done = 0). Tasks without a health check (healthy_reward 0,
+    never terminating) and tasks without ``forward_reward_weight`` (w_fwd = 1) keep the
+    class defaults below.
 
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      forward_reward_weight: w_fwd.
-      ctrl_cost_weight: w_ctrl.
-      reset_noise_scale: q ~ q0 + U(-c, c), qd ~ c N(0, 1) at reset.
-      n_frames: physics steps per control step (None: brax's default for the backend).
-    """
-
-    name = "halfcheetah"
-    brax_name = "halfcheetah"
-    extra_size = 1
-
-    def __init__(
-        self,
-        backend: str = "mjx",
-        forward_reward_weight: float = 1.0,
-        ctrl_cost_weight: float = 0.1,
-        reset_noise_scale: float = 0.1,
-        n_frames: int | None = None,
-    ):
-        self.forward_reward_weight = float(forward_reward_weight)
-        self.ctrl_cost_weight = float(ctrl_cost_weight)
-        self.reset_noise_scale = float(reset_noise_scale)
-        super().__init__(
-            backend,
-            n_frames,
-            forward_reward_weight=self.forward_reward_weight,
-            ctrl_cost_weight=self.ctrl_cost_weight,
-            reset_noise_scale=self.reset_noise_scale,
-        )
-
-    @property
-    def brax_observation_size(self) -> int:
-        return self._q_size - 1 + self._qd_size
-
-    def _extra_obs(self, prev, new, reset):
-        return self._x_velocity(prev, new, reset)
-
-    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """r = w_fwd v_x(s') - w_ctrl |a|^2; obs [18], action [6] -> shape []."""
-        forward = self.forward_reward_weight * next_obs[17]
-        return forward - self._ctrl_cost(self.ctrl_cost_weight, action)
-
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """Never terminates: 0.0, shape []."""
-        return _never(next_obs)
-
-
-# ----------------------------------------------------------------------------------------
-# Hopper and Walker2d
-# ----------------------------------------------------------------------------------------
-
-
-class Hopper(BraxEnv):
-    """brax ``hopper``: hop forward in the plane; terminates when unhealthy.
-
-    Observation [18]: brax's [0] torso height z, [1] torso pitch, [2:5] joint angles,
-    [5:11] clip(qd, -10, 10); appended [11] v_x = (x_torso' - x_torso) / dt (qd[0] on
-    reset) and [12:18] the unclipped qd, which brax's health check reads. Action [3] in
-    [-1, 1].
-
-    healthy(s) = all(s_lo < [q[2:], qd] < s_hi) and z_lo < z < z_hi and
-    a_lo < pitch < a_hi (strict). Reward
-    r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2 with h = healthy_reward if
-    ``terminate_when_unhealthy`` (done = 1 - healthy(s')), else healthy_reward healthy(s')
-    (done = 0).
-
-    Args:
+    Args (each task takes ``backend``, the subset of these in its ``options``, with its
+    defaults, then ``n_frames``):
       backend: physics backend, one of ``BACKENDS``.
       forward_reward_weight: w_fwd.
       ctrl_cost_weight: w_ctrl.
       healthy_reward: reward per healthy step.
       terminate_when_unhealthy: end the episode on the first unhealthy state.
-      healthy_state_range: (s_lo, s_hi) for q[2:] and qd.
+      healthy_state_range: (s_lo, s_hi) for the health check's state entries.
       healthy_z_range: (z_lo, z_hi) for the torso height.
       healthy_angle_range: (a_lo, a_hi) for the torso pitch.
-      reset_noise_scale: q ~ q0 + U(-c, c), qd ~ U(-c, c) at reset.
-      n_frames: physics steps per control step (None: brax's default).
+      reset_noise_scale: c, with q ~ q0 + U(-c, c) and qd ~ c N(0, 1) (halfcheetah, ant)
+        or qd ~ U(-c, c) (hopper, walker2d) at reset.
+      n_frames: physics steps per control step (None: brax's default for the backend).
     """
 
-    name = "hopper"
-    brax_name = "hopper"
+    extra_size = 1
+    excluded_positions = 1
+    forward_reward_weight: float = 1.0
+    ctrl_cost_weight: float
+    healthy_reward: float = 0.0
+    terminate_when_unhealthy: bool = False
 
-    def __init__(
-        self,
-        backend: str = "mjx",
-        forward_reward_weight: float = 1.0,
-        ctrl_cost_weight: float = 1e-3,
-        healthy_reward: float = 1.0,
-        terminate_when_unhealthy: bool = True,
-        healthy_state_range: tuple[float, float] = (-100.0, 100.0),
-        healthy_z_range: tuple[float, float] = (0.7, float("inf")),
-        healthy_angle_range: tuple[float, float] = (-0.2, 0.2),
-        reset_noise_scale: float = 5e-3,
-        n_frames: int | None = None,
-    ):
-        self.forward_reward_weight = float(forward_reward_weight)
-        self.ctrl_cost_weight = float(ctrl_cost_weight)
-        self.healthy_reward = float(healthy_reward)
-        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
-        self.healthy_state_range = _range("healthy_state_range", healthy_state_range)
-        self.healthy_z_range = _range("healthy_z_range", healthy_z_range)
-        self.healthy_angle_range = _range("healthy_angle_range", healthy_angle_range)
-        self.reset_noise_scale = float(reset_noise_scale)
-        super().__init__(
-            backend,
-            n_frames,
-            forward_reward_weight=self.forward_reward_weight,
-            ctrl_cost_weight=self.ctrl_cost_weight,
-            healthy_reward=self.healthy_reward,
-            terminate_when_unhealthy=self.terminate_when_unhealthy,
-            healthy_state_range=self.healthy_state_range,
-            healthy_z_range=self.healthy_z_range,
-            healthy_angle_range=self.healthy_angle_range,
-            reset_noise_scale=self.reset_noise_scale,
-        )
+    def _extra_obs(self, prev, new, reset):
+        """[v_x], shape [1]: finite difference of x_torso over dt (qd[0] on reset)."""
+        if reset:
+            return new.qd[:1]
+        return ((new.x.pos[0, 0] - prev.x.pos[0, 0]) / self.brax_env.dt)[None]
+
+    def is_healthy(self, obs: Array) -> Array:
+        """brax's health check on one observation [observation_size]; bool, shape [].
+
+        Always True here (a task without a health check); subclasses override it."""
+        return jnp.ones((), dtype=bool)
+
+    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
+        """r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2 for one transition; shape []."""
+        forward = self.forward_reward_weight * next_obs[self.brax_observation_size]
+        if self.terminate_when_unhealthy:
+            healthy = self.healthy_reward
+        else:
+            healthy = self.healthy_reward * self.is_healthy(next_obs)
+        return forward + healthy - self.ctrl_cost_weight * jnp.sum(jnp.square(action))
+
+    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
+        """1.0 if s' is unhealthy (and ``terminate_when_unhealthy``) else 0.0; shape []."""
+        if not self.terminate_when_unhealthy:
+            return super().termination_fn(obs, action, next_obs)
+        return 1.0 - self.is_healthy(next_obs).astype(jnp.float32)
+
+
+class HalfCheetah(Locomotion):
+    """brax ``halfcheetah``: run forward in the plane; never terminates.
+
+    Observation [18]: brax's [0:8] q[1:] (rootz, rooty, 6 joint angles), [8:17] qd (9);
+    appended [17] v_x. Action [6] in [-1, 1]. Reward r = w_fwd v_x(s') - w_ctrl |a|^2.
+    Options (see ``Locomotion``): forward_reward_weight, ctrl_cost_weight,
+    reset_noise_scale.
+    """
+
+    name = brax_name = "halfcheetah"
+    options = {"forward_reward_weight": 1.0, "ctrl_cost_weight": 0.1, "reset_noise_scale": 0.1}
+
+
+class Hopper(Locomotion):
+    """brax ``hopper``: hop forward in the plane; terminates when unhealthy.
+
+    Observation [18]: brax's [0] torso height z, [1] torso pitch, [2:5] joint angles,
+    [5:11] clip(qd, -10, 10); appended [11] v_x and [12:18] the unclipped qd, which
+    brax's health check reads. Action [3] in [-1, 1].
+
+    healthy(s) = all(s_lo < [q[2:], qd] < s_hi) and z_lo < z < z_hi and
+    a_lo < pitch < a_hi (strict); reward and done as in ``Locomotion``, whose Args
+    describe the options (all of them; the state entries are q[2:] and qd).
+    """
+
+    name = brax_name = "hopper"
+    options = {
+        "forward_reward_weight": 1.0, "ctrl_cost_weight": 1e-3, "healthy_reward": 1.0,
+        "terminate_when_unhealthy": True, "healthy_state_range": (-100.0, 100.0),
+        "healthy_z_range": (0.7, float("inf")), "healthy_angle_range": (-0.2, 0.2),
+        "reset_noise_scale": 5e-3,
+    }
 
     @property
     def extra_size(self) -> int:  # type: ignore[override]
         return 1 + self._qd_size
 
-    @property
-    def brax_observation_size(self) -> int:
-        return self._q_size - 1 + self._qd_size
-
     def _extra_obs(self, prev, new, reset):
-        return jnp.concatenate([self._x_velocity(prev, new, reset), new.qd])
+        return jnp.concatenate([super()._extra_obs(prev, new, reset), new.qd])
 
     def is_healthy(self, obs: Array) -> Array:
         """brax's health check on one observation [18]; returns a bool of shape []."""
         n = self.brax_observation_size
-        z, angle = obs[0], obs[1]
         state_vec = jnp.concatenate([obs[1 : self._q_size - 1], obs[n + 1 :]])
-        s_lo, s_hi = self.healthy_state_range
-        z_lo, z_hi = self.healthy_z_range
-        a_lo, a_hi = self.healthy_angle_range
         return (
-            jnp.all((s_lo < state_vec) & (state_vec < s_hi))
-            & (z_lo < z) & (z < z_hi)
-            & (a_lo < angle) & (angle < a_hi)
+            jnp.all(_in_range(state_vec, self.healthy_state_range))
+            & _in_range(obs[0], self.healthy_z_range)
+            & _in_range(obs[1], self.healthy_angle_range)
         )
 
-    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2; obs [18], action [3] -> shape []."""
-        forward = self.forward_reward_weight * next_obs[self.brax_observation_size]
-        if self.terminate_when_unhealthy:
-            healthy = self.healthy_reward
-        else:
-            healthy = self.healthy_reward * self.is_healthy(next_obs)
-        return forward + healthy - self._ctrl_cost(self.ctrl_cost_weight, action)
 
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """1.0 if s' is unhealthy (and ``terminate_when_unhealthy``) else 0.0; shape []."""
-        if not self.terminate_when_unhealthy:
-            return _never(next_obs)
-        return 1.0 - self.is_healthy(next_obs).astype(jnp.float32)
-
-
-class Walker2d(BraxEnv):
+class Walker2d(Locomotion):
     """brax ``walker2d``: walk forward in the plane; terminates when unhealthy.
 
     Observation [18]: brax's [0] torso height z, [1] torso pitch, [2:8] joint angles,
-    [8:17] clip(qd, -10, 10); appended [17] v_x = (x_torso' - x_torso) / dt (qd[0] on
-    reset). Action [6] in [-1, 1].
+    [8:17] clip(qd, -10, 10); appended [17] v_x. Action [6] in [-1, 1].
 
-    healthy(s) = z_lo < z < z_hi and a_lo < pitch < a_hi (strict). Reward
-    r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2 with h = healthy_reward if
-    ``terminate_when_unhealthy`` (done = 1 - healthy(s')), else healthy_reward healthy(s')
-    (done = 0).
-
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      forward_reward_weight: w_fwd.
-      ctrl_cost_weight: w_ctrl.
-      healthy_reward: reward per healthy step.
-      terminate_when_unhealthy: end the episode on the first unhealthy state.
-      healthy_z_range: (z_lo, z_hi) for the torso height.
-      healthy_angle_range: (a_lo, a_hi) for the torso pitch.
-      reset_noise_scale: q ~ q0 + U(-c, c), qd ~ U(-c, c) at reset.
-      n_frames: physics steps per control step (None: brax's default).
+    healthy(s) = z_lo < z < z_hi and a_lo < pitch < a_hi (strict); reward and done as in
+    ``Locomotion``, whose Args describe the options (all but healthy_state_range).
     """
 
-    name = "walker2d"
-    brax_name = "walker2d"
-    extra_size = 1
-
-    def __init__(
-        self,
-        backend: str = "mjx",
-        forward_reward_weight: float = 1.0,
-        ctrl_cost_weight: float = 1e-3,
-        healthy_reward: float = 1.0,
-        terminate_when_unhealthy: bool = True,
-        healthy_z_range: tuple[float, float] = (0.8, 2.0),
-        healthy_angle_range: tuple[float, float] = (-1.0, 1.0),
-        reset_noise_scale: float = 5e-3,
-        n_frames: int | None = None,
-    ):
-        self.forward_reward_weight = float(forward_reward_weight)
-        self.ctrl_cost_weight = float(ctrl_cost_weight)
-        self.healthy_reward = float(healthy_reward)
-        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
-        self.healthy_z_range = _range("healthy_z_range", healthy_z_range)
-        self.healthy_angle_range = _range("healthy_angle_range", healthy_angle_range)
-        self.reset_noise_scale = float(reset_noise_scale)
-        super().__init__(
-            backend,
-            n_frames,
-            forward_reward_weight=self.forward_reward_weight,
-            ctrl_cost_weight=self.ctrl_cost_weight,
-            healthy_reward=self.healthy_reward,
-            terminate_when_unhealthy=self.terminate_when_unhealthy,
-            healthy_z_range=self.healthy_z_range,
-            healthy_angle_range=self.healthy_angle_range,
-            reset_noise_scale=self.reset_noise_scale,
-        )
-
-    @property
-    def brax_observation_size(self) -> int:
-        return self._q_size - 1 + self._qd_size
-
-    def _extra_obs(self, prev, new, reset):
-        return self._x_velocity(prev, new, reset)
+    name = brax_name = "walker2d"
+    options = {
+        "forward_reward_weight": 1.0, "ctrl_cost_weight": 1e-3, "healthy_reward": 1.0,
+        "terminate_when_unhealthy": True, "healthy_z_range": (0.8, 2.0),
+        "healthy_angle_range": (-1.0, 1.0), "reset_noise_scale": 5e-3,
+    }
 
     def is_healthy(self, obs: Array) -> Array:
         """brax's health check on one observation [18]; returns a bool of shape []."""
-        z, angle = obs[0], obs[1]
-        z_lo, z_hi = self.healthy_z_range
-        a_lo, a_hi = self.healthy_angle_range
-        return (z_lo < z) & (z < z_hi) & (a_lo < angle) & (angle < a_hi)
-
-    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """r = w_fwd v_x(s') + h(s') - w_ctrl |a|^2; obs [18], action [6] -> shape []."""
-        forward = self.forward_reward_weight * next_obs[self.brax_observation_size]
-        if self.terminate_when_unhealthy:
-            healthy = self.healthy_reward
-        else:
-            healthy = self.healthy_reward * self.is_healthy(next_obs)
-        return forward + healthy - self._ctrl_cost(self.ctrl_cost_weight, action)
-
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """1.0 if s' is unhealthy (and ``terminate_when_unhealthy``) else 0.0; shape []."""
-        if not self.terminate_when_unhealthy:
-            return _never(next_obs)
-        return 1.0 - self.is_healthy(next_obs).astype(jnp.float32)
+        return _in_range(obs[0], self.healthy_z_range) & _in_range(obs[1], self.healthy_angle_range)
 
 
-# ----------------------------------------------------------------------------------------
-# Ant
-# ----------------------------------------------------------------------------------------
-
-
-class Ant(BraxEnv):
+class Ant(Locomotion):
     """brax ``ant``: quadruped running in +x; terminates when the torso height leaves a range.
 
     Observation [29]: brax's [0] torso height q[2], [1:5] torso quaternion (w, x, y, z),
     [5:13] joint angles, [13:27] qd (torso linear and angular velocity, joint
-    velocities); appended [27] v_x = (x_torso' - x_torso) / dt (qd[0] on reset) and
-    [28] z = the torso height brax's health check reads, ``x.pos[0, 2]`` (with the mjx
-    backend ``x`` comes from the kinematics at the start of the last physics substep,
-    so it lags q[2] by one substep; the two differ by up to ~0.02). Action [8] in
-    [-1, 1].
+    velocities); appended [27] v_x and [28] z = the torso height brax's health check
+    reads, ``x.pos[0, 2]`` (with the mjx backend ``x`` comes from the kinematics at the
+    start of the last physics substep, so it lags q[2] by one substep; the two differ by
+    up to ~0.02). Action [8] in [-1, 1].
 
-    healthy(s) = not (z < z_lo) and not (z > z_hi). Reward
-    r = v_x(s') + h(s') - w_ctrl |a|^2 with h = healthy_reward if
-    ``terminate_when_unhealthy`` (done = 1 - healthy(s')), else healthy_reward healthy(s')
-    (done = 0). brax's contact cost is always 0 (contact forces are not implemented), so
-    its options are not exposed.
-
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      ctrl_cost_weight: w_ctrl.
-      healthy_reward: reward per healthy step.
-      terminate_when_unhealthy: end the episode on the first unhealthy state.
-      healthy_z_range: (z_lo, z_hi) for the torso height.
-      reset_noise_scale: q ~ q0 + U(-c, c), qd ~ c N(0, 1) at reset.
-      n_frames: physics steps per control step (None: brax's default).
+    healthy(s) = not (z < z_lo) and not (z > z_hi); reward (w_fwd = 1) and done as in
+    ``Locomotion``. brax's contact cost is always 0 (contact forces are not implemented),
+    so its options are not exposed. Options (see ``Locomotion``): ctrl_cost_weight,
+    healthy_reward, terminate_when_unhealthy, healthy_z_range, reset_noise_scale.
     """
 
-    name = "ant"
-    brax_name = "ant"
+    name = brax_name = "ant"
     extra_size = 2
-
-    def __init__(
-        self,
-        backend: str = "mjx",
-        ctrl_cost_weight: float = 0.5,
-        healthy_reward: float = 1.0,
-        terminate_when_unhealthy: bool = True,
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        reset_noise_scale: float = 0.1,
-        n_frames: int | None = None,
-    ):
-        self.ctrl_cost_weight = float(ctrl_cost_weight)
-        self.healthy_reward = float(healthy_reward)
-        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
-        self.healthy_z_range = _range("healthy_z_range", healthy_z_range)
-        self.reset_noise_scale = float(reset_noise_scale)
-        super().__init__(
-            backend,
-            n_frames,
-            ctrl_cost_weight=self.ctrl_cost_weight,
-            healthy_reward=self.healthy_reward,
-            terminate_when_unhealthy=self.terminate_when_unhealthy,
-            healthy_z_range=self.healthy_z_range,
-            reset_noise_scale=self.reset_noise_scale,
-        )
-
-    @property
-    def brax_observation_size(self) -> int:
-        return self._q_size - 2 + self._qd_size
+    excluded_positions = 2
+    options = {
+        "ctrl_cost_weight": 0.5, "healthy_reward": 1.0, "terminate_when_unhealthy": True,
+        "healthy_z_range": (0.2, 1.0), "reset_noise_scale": 0.1,
+    }
 
     def _extra_obs(self, prev, new, reset):
-        return jnp.concatenate([self._x_velocity(prev, new, reset), new.x.pos[0, 2:3]])
+        return jnp.concatenate([super()._extra_obs(prev, new, reset), new.x.pos[0, 2:3]])
 
     def is_healthy(self, obs: Array) -> Array:
         """brax's health check on one observation [29]; returns a bool of shape []."""
@@ -552,24 +440,9 @@ class Ant(BraxEnv):
         z_lo, z_hi = self.healthy_z_range
         return ~((z < z_lo) | (z > z_hi))
 
-    def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """r = v_x(s') + h(s') - w_ctrl |a|^2; obs [29], action [8] -> shape []."""
-        forward = next_obs[self.brax_observation_size]
-        if self.terminate_when_unhealthy:
-            healthy = self.healthy_reward
-        else:
-            healthy = self.healthy_reward * self.is_healthy(next_obs)
-        return forward + healthy - self._ctrl_cost(self.ctrl_cost_weight, action)
-
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """1.0 if s' is unhealthy (and ``terminate_when_unhealthy``) else 0.0; shape []."""
-        if not self.terminate_when_unhealthy:
-            return _never(next_obs)
-        return 1.0 - self.is_healthy(next_obs).astype(jnp.float32)
-
 
 # ----------------------------------------------------------------------------------------
-# Reacher and pusher
+# Reacher, pusher and inverted pendulum
 # ----------------------------------------------------------------------------------------
 
 
@@ -584,21 +457,12 @@ class Reacher(BraxEnv):
 
     Reward r = -|p_tip(s') - p_target| - |a|^2 (from the next observation).
 
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      n_frames: physics steps per control step (None: brax's default).
+    Takes ``backend`` and ``n_frames`` only (see ``BraxEnv``).
     """
 
-    name = "reacher"
-    brax_name = "reacher"
+    name = brax_name = "reacher"
+    brax_observation_size = 11
     extra_size = 2
-
-    def __init__(self, backend: str = "mjx", n_frames: int | None = None):
-        super().__init__(backend, n_frames)
-
-    @property
-    def brax_observation_size(self) -> int:
-        return 11
 
     def _extra_obs(self, prev, new, reset):
         return new.qd[:2]
@@ -606,10 +470,6 @@ class Reacher(BraxEnv):
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """r = -|next_obs[8:11]| - |a|^2; obs [13], action [2] -> shape []."""
         return -safe_norm(next_obs[8:11]) - jnp.sum(jnp.square(action))
-
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """Never terminates: 0.0, shape []."""
-        return _never(next_obs)
 
 
 class Pusher(BraxEnv):
@@ -624,22 +484,13 @@ class Pusher(BraxEnv):
     Reward, from the observation BEFORE the step (as brax computes it):
     r = -|p_obj - p_goal| - 0.1 |u|^2 - 0.5 |p_obj - p_tip|.
 
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      n_frames: physics steps per control step (None: brax's default).
+    Takes ``backend`` and ``n_frames`` only (see ``BraxEnv``).
     """
 
-    name = "pusher"
-    brax_name = "pusher"
+    name = brax_name = "pusher"
+    brax_observation_size = 23
     extra_size = 2
     rescales_action = True
-
-    def __init__(self, backend: str = "mjx", n_frames: int | None = None):
-        super().__init__(backend, n_frames)
-
-    @property
-    def brax_observation_size(self) -> int:
-        return 23
 
     def _extra_obs(self, prev, new, reset):
         return new.qd[7:9]
@@ -654,15 +505,6 @@ class Pusher(BraxEnv):
         reward_ctrl = -jnp.sum(jnp.square(u))
         return reward_dist + 0.1 * reward_ctrl + 0.5 * reward_near
 
-    def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
-        """Never terminates: 0.0, shape []."""
-        return _never(next_obs)
-
-
-# ----------------------------------------------------------------------------------------
-# Inverted pendulum
-# ----------------------------------------------------------------------------------------
-
 
 class InvertedPendulum(BraxEnv):
     """brax ``inverted_pendulum``: balance a pole on a cart.
@@ -673,21 +515,11 @@ class InvertedPendulum(BraxEnv):
     Reward r = 1 every step (the terminal step included); terminates when
     |angle(s')| > 0.2 rad.
 
-    Args:
-      backend: physics backend, one of ``BACKENDS``.
-      n_frames: physics steps per control step (None: brax's default).
+    Takes ``backend`` and ``n_frames`` only (see ``BraxEnv``).
     """
 
-    name = "inverted_pendulum"
-    brax_name = "inverted_pendulum"
+    name = brax_name = "inverted_pendulum"
     rescales_action = True
-
-    def __init__(self, backend: str = "mjx", n_frames: int | None = None):
-        super().__init__(backend, n_frames)
-
-    @property
-    def brax_observation_size(self) -> int:
-        return self._q_size + self._qd_size
 
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """r = 1; shape []."""

@@ -20,6 +20,48 @@ def angle_normalize(theta: Array) -> Array:
     return (theta + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
+class SimulatorEnv(Env):
+    """A pure-JAX task whose simulator state is a vector x (``State.physics``).
+
+    reset: x_0 = ``initial_state(key)``; step: x' = ``dynamics(params, x, a)``,
+    r = ``transition_reward(x, a, x')``, obs = ``observe(x')``; never terminates.
+    Subclasses implement those four and set ``params`` (the physical-parameter pytree)
+    and ``timestep`` (dt, seconds per step).
+    """
+
+    @property
+    def dt(self) -> float:
+        return self.timestep
+
+    def initial_state(self, key: PRNGKey) -> Array:
+        """x_0 of a fresh episode."""
+        raise NotImplementedError
+
+    def dynamics(self, params, x: Array, action: Array) -> Array:
+        """x' = f(x, a) under the physical parameters ``params``."""
+        raise NotImplementedError
+
+    def observe(self, x: Array) -> Array:
+        """The observation of state x, shape [observation_size]."""
+        raise NotImplementedError
+
+    def transition_reward(self, x: Array, action: Array, next_x: Array) -> Array:
+        """r(x, a, x') of one step, shape []."""
+        raise NotImplementedError
+
+    def _reset(self, key: PRNGKey) -> State:
+        x = self.initial_state(key)
+        zero = jnp.zeros(())
+        return State(physics=x, obs=self.observe(x), reward=zero, done=zero)
+
+    def _step(self, state: State, action: Array) -> State:
+        x = state.physics
+        new_x = self.dynamics(self.params, x, action)
+        return state.replace(physics=new_x, obs=self.observe(new_x),
+                             reward=self.transition_reward(x, action, new_x),
+                             done=jnp.zeros(()))
+
+
 # ----------------------------------------------------------------------------------------
 # Pendulum (Gymnasium Pendulum-v1 dynamics and reward)
 # ----------------------------------------------------------------------------------------
@@ -35,7 +77,7 @@ class PendulumParams:
     damping: float = 0.0  # N m s / rad, viscous friction at the pivot
 
 
-class Pendulum(Env):
+class Pendulum(SimulatorEnv):
     """Torque-limited pendulum swing-up, Gymnasium ``Pendulum-v1``.
 
     State x = [theta, theta_dot] (theta = 0 upright). Semi-implicit Euler with dt = 0.05 s:
@@ -78,10 +120,6 @@ class Pendulum(Env):
     def action_high(self) -> Array:
         return jnp.full((1,), self.max_torque)
 
-    @property
-    def dt(self) -> float:
-        return self.timestep
-
     def dynamics(self, params: PendulumParams, x: Array, action: Array) -> Array:
         """x' = f(x, a) for state x = [theta, theta_dot], action shape [1]."""
         theta, theta_dot = x[0], x[1]
@@ -98,22 +136,17 @@ class Pendulum(Env):
     def observe(self, x: Array) -> Array:
         return jnp.stack([jnp.cos(x[0]), jnp.sin(x[0]), x[1]])
 
-    def _reset(self, key: PRNGKey) -> State:
+    def initial_state(self, key: PRNGKey) -> Array:
         high = jnp.array([self.init_angle_range, self.init_speed_range])
-        x = jax.random.uniform(key, (2,), minval=-high, maxval=high)
-        zero = jnp.zeros(())
-        return State(physics=x, obs=self.observe(x), reward=zero, done=zero)
+        return jax.random.uniform(key, (2,), minval=-high, maxval=high)
 
     def reward(self, theta: Array, theta_dot: Array, action: Array) -> Array:
         """Gymnasium's r = -(normalize(theta)^2 + 0.1 theta_dot^2 + 0.001 u^2), u clipped."""
         u = jnp.clip(action[0], -self.max_torque, self.max_torque)
         return -(angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * u**2)
 
-    def _step(self, state: State, action: Array) -> State:
-        x = state.physics
-        new_x = self.dynamics(self.params, x, action)
-        return state.replace(physics=new_x, obs=self.observe(new_x),
-                             reward=self.reward(x[0], x[1], action), done=jnp.zeros(()))
+    def transition_reward(self, x: Array, action: Array, next_x: Array) -> Array:
+        return self.reward(x[0], x[1], action)
 
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
         return self.reward(jnp.arctan2(obs[1], obs[0]), obs[2], action)
@@ -135,7 +168,7 @@ class CartpoleParams:
     gravity: float = 9.82  # m/s^2
 
 
-class CartpoleSwingup(Env):
+class CartpoleSwingup(SimulatorEnv):
     """Continuous cart-pole swing-up: swing the pole up and hold it with the cart centred.
 
     State x = [x_cart, theta, x_dot, theta_dot], theta = 0 upright, theta = pi hanging.
@@ -168,10 +201,6 @@ class CartpoleSwingup(Env):
 
     observation_size = 5
     action_size = 1
-
-    @property
-    def dt(self) -> float:
-        return self.timestep
 
     @staticmethod
     def derivatives(params: CartpoleParams, x: Array, force: Array) -> Array:
@@ -218,11 +247,9 @@ class CartpoleSwingup(Env):
     def observe(self, x: Array) -> Array:
         return jnp.stack([x[0], jnp.cos(x[1]), jnp.sin(x[1]), x[2], x[3]])
 
-    def _reset(self, key: PRNGKey) -> State:
+    def initial_state(self, key: PRNGKey) -> Array:
         x = jnp.array([0.0, jnp.pi, 0.0, 0.0])
-        x = x + self.init_noise_std * jax.random.normal(key, (4,))
-        zero = jnp.zeros(())
-        return State(physics=x, obs=self.observe(x), reward=zero, done=zero)
+        return x + self.init_noise_std * jax.random.normal(key, (4,))
 
     def _tip_reward(self, x_cart, cos, sin, action) -> Array:
         l = self.params.pole_length
@@ -230,12 +257,8 @@ class CartpoleSwingup(Env):
         dy = l * cos - l
         return jnp.exp(-(dx**2 + dy**2) / l**2) - 0.01 * jnp.sum(action**2)
 
-    def _step(self, state: State, action: Array) -> State:
-        new_x = self.dynamics(self.params, state.physics, action)
-        reward = self._tip_reward(new_x[0], jnp.cos(new_x[1]), jnp.sin(new_x[1]), action)
-        return state.replace(
-            physics=new_x, obs=self.observe(new_x), reward=reward, done=jnp.zeros(())
-        )
+    def transition_reward(self, x: Array, action: Array, next_x: Array) -> Array:
+        return self._tip_reward(next_x[0], jnp.cos(next_x[1]), jnp.sin(next_x[1]), action)
 
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
         return self._tip_reward(next_obs[0], next_obs[1], next_obs[2], action)

@@ -35,8 +35,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mbjax.envs.base import Env, State
-from mbjax.envs.classic import Pendulum, PendulumParams, angle_normalize
+from mbjax.envs.base import forwarded
+from mbjax.envs.classic import Pendulum, SimulatorEnv, angle_normalize
+from mbjax.envs.registry import signature_passing_options
 from mbjax.types import Array, PRNGKey
 
 
@@ -66,7 +67,7 @@ def render_rod(theta: Array, image_size: int, rod_length: float = 0.8,
     return t * t * (3.0 - 2.0 * t)
 
 
-class PixelPendulum(Env):
+class PixelPendulum(SimulatorEnv):
     """Pendulum swing-up observed through two stacked grayscale frames.
 
     Dynamics and reward are those of :class:`~mbjax.envs.classic.Pendulum` (Gymnasium
@@ -79,26 +80,24 @@ class PixelPendulum(Env):
       image_size: S, side of the square images in pixels (32 by default, 64 also
         reasonable; any S >= 8 works).
       rod_length, rod_radius: rod geometry in image half-widths.
-      max_torque, max_speed, timestep, params, init_angle_range, init_speed_range: as for
-        ``Pendulum`` (the initial state is uniform in +-range).
+      **pendulum_options: keyword arguments of ``Pendulum`` (max_torque, max_speed,
+        timestep, params, init_angle_range, init_speed_range; the initial state is
+        uniform in +-range); the class signature lists them.
     """
 
     name = "pixel_pendulum"
     default_episode_length = 200
     has_reward_fn = False
+    action_size = 1
+    # The pendulum's settings and action bounds:
+    max_torque = forwarded("pendulum.max_torque")
+    params = forwarded("pendulum.params")
+    timestep = forwarded("pendulum.timestep")
+    action_low = forwarded("pendulum.action_low")
+    action_high = forwarded("pendulum.action_high")
 
-    def __init__(
-        self,
-        image_size: int = 32,
-        rod_length: float = 0.8,
-        rod_radius: float = 0.1,
-        max_torque: float = 2.0,
-        max_speed: float = 8.0,
-        timestep: float = 0.05,
-        params: PendulumParams | None = None,
-        init_angle_range: float = jnp.pi,
-        init_speed_range: float = 1.0,
-    ):
+    def __init__(self, image_size: int = 32, rod_length: float = 0.8, rod_radius: float = 0.1,
+                 **pendulum_options):
         if int(image_size) != image_size or image_size < 8:
             raise ValueError(f"image_size must be an integer >= 8, got {image_size}")
         if not 0.0 < rod_length <= 1.0:
@@ -108,36 +107,11 @@ class PixelPendulum(Env):
         self.image_size = int(image_size)
         self.rod_length = float(rod_length)
         self.rod_radius = float(rod_radius)
-        self.pendulum = Pendulum(max_torque=max_torque, max_speed=max_speed,
-                                 timestep=timestep, params=params,
-                                 init_angle_range=init_angle_range,
-                                 init_speed_range=init_speed_range)
-
-    action_size = 1
+        self.pendulum = Pendulum(**pendulum_options)
 
     @property
     def observation_size(self) -> int:
         return 2 * self.image_size**2
-
-    @property
-    def max_torque(self) -> float:
-        return self.pendulum.max_torque
-
-    @property
-    def params(self) -> PendulumParams:
-        return self.pendulum.params
-
-    @property
-    def action_low(self) -> Array:
-        return self.pendulum.action_low
-
-    @property
-    def action_high(self) -> Array:
-        return self.pendulum.action_high
-
-    @property
-    def dt(self) -> float:
-        return self.pendulum.dt
 
     # -- rendering ----------------------------------------------------------------------
     def render(self, theta: Array) -> Array:
@@ -155,20 +129,18 @@ class PixelPendulum(Env):
         return obs.reshape(obs.shape[:-1] + (2, s, s))
 
     # -- dynamics -----------------------------------------------------------------------
-    def dynamics(self, params: PendulumParams, x: Array, action: Array) -> Array:
+    def dynamics(self, params, x: Array, action: Array) -> Array:
         """x' = f(x, a) for x = [theta, theta_dot, theta_prev], action shape [1]."""
         new = self.pendulum.dynamics(params, x[:2], action)
         return jnp.concatenate([new, x[:1]])
 
-    def _reset(self, key: PRNGKey) -> State:
-        x = self.pendulum.reset(key).physics
-        x = jnp.concatenate([x, angle_normalize(x[:1] - x[1:] * self.dt)])
-        zero = jnp.zeros(())
-        return State(physics=x, obs=self.observe(x), reward=zero, done=zero)
+    def initial_state(self, key: PRNGKey) -> Array:
+        """[theta, theta_dot] as for ``Pendulum``, theta_prev = theta - theta_dot dt."""
+        x = self.pendulum.initial_state(key)
+        return jnp.concatenate([x, angle_normalize(x[:1] - x[1:] * self.dt)])
 
-    def _step(self, state: State, action: Array) -> State:
-        x = state.physics
-        new_x = self.dynamics(self.params, x, action)
-        return state.replace(physics=new_x, obs=self.observe(new_x),
-                             reward=self.pendulum.reward(x[0], x[1], action),
-                             done=jnp.zeros(()))
+    def transition_reward(self, x: Array, action: Array, next_x: Array) -> Array:
+        return self.pendulum.transition_reward(x[:2], action, next_x[:2])
+
+
+PixelPendulum.__signature__ = signature_passing_options(PixelPendulum.__init__, Pendulum)

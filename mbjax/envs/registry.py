@@ -42,6 +42,19 @@ def override_keys(name: str) -> list[str]:
     return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def signature_passing_options(init: Callable, inner: Callable) -> inspect.Signature:
+    """The signature of a constructor ``init(self, ..., **options)`` that passes
+    ``options`` on to ``inner``: init's named parameters, then inner's as keyword-only.
+
+    Set it as the class's ``__signature__`` so that ``make`` and ``override_keys`` see
+    every option, the inner ones included.
+    """
+    own = list(inspect.signature(init).parameters.values())[1:]  # without self
+    own = [p for p in own if p.kind is not p.VAR_KEYWORD]
+    passed = inspect.signature(inner).parameters.values()
+    return inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in passed])
+
+
 def _lookup(name: str) -> Callable[..., Env]:
     if name in _REGISTRY:
         return _REGISTRY[name]

@@ -16,7 +16,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from mbjax.envs.base import Env, EnvError, State, validate_action
+from mbjax.envs.base import (
+    Env,
+    EnvError,
+    RewardFnUnavailableError,
+    State,
+    forwarded,
+    validate_action,
+)
 from mbjax.types import Array, PRNGKey
 
 
@@ -30,41 +37,18 @@ class Wrapper(Env):
     def __init__(self, env: Env):
         self.env = env
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.env.name
-
-    @property
-    def has_reward_fn(self) -> bool:  # type: ignore[override]
-        return self.env.has_reward_fn
-
-    @property
-    def observation_size(self) -> int:
-        return self.env.observation_size
-
-    @property
-    def action_size(self) -> int:
-        return self.env.action_size
-
-    @property
-    def action_low(self) -> Array:
-        return self.env.action_low
-
-    @property
-    def action_high(self) -> Array:
-        return self.env.action_high
-
-    @property
-    def dt(self) -> float:
-        return self.env.dt
+    name = forwarded("env.name")  # type: ignore[assignment]
+    has_reward_fn = forwarded("env.has_reward_fn")  # type: ignore[assignment]
+    observation_size = forwarded("env.observation_size")
+    action_size = forwarded("env.action_size")
+    action_low = forwarded("env.action_low")
+    action_high = forwarded("env.action_high")
+    dt = forwarded("env.dt")
+    unwrapped = forwarded("env.unwrapped")
 
     @property
     def default_episode_length(self) -> int:
         return getattr(self.env, "default_episode_length", 1000)
-
-    @property
-    def unwrapped(self) -> Env:
-        return self.env.unwrapped
 
     def reset(self, key: PRNGKey) -> State:
         return self.env.reset(key)
@@ -127,8 +111,7 @@ class EpisodeWrapper(Wrapper):
         return state.replace(info=info)
 
     def step(self, state: State, action: Array) -> State:
-        inner_info = {k: v for k, v in state.info.items() if k not in _EPISODE_KEYS}
-        state_in = state.replace(info=inner_info)
+        state_in = strip_episode_info(state)
         nstate = self.env.step(state_in, action)
         steps = state.info["steps"] + 1
         truncation = jnp.where(
@@ -177,6 +160,12 @@ _EPISODE_KEYS = ("steps", "truncation", "next_obs", "episode_return", "key",
                  "first_physics", "first_obs")
 
 
+def strip_episode_info(state: State) -> State:
+    """The task env's own state inside an ``EpisodeWrapper`` state (its episode
+    bookkeeping removed): what a planner on the true simulator starts from."""
+    return state.replace(info={k: v for k, v in state.info.items() if k not in _EPISODE_KEYS})
+
+
 class ActionRepeat(Wrapper):
     """Applies each action ``repeat`` times; reward is the sum, done if any step ended.
 
@@ -214,8 +203,6 @@ class ActionRepeat(Wrapper):
     def reward_fn(self, obs, action, next_obs):
         if self.repeat == 1:
             return self.env.reward_fn(obs, action, next_obs)
-        from mbjax.envs.base import RewardFnUnavailableError
-
         raise RewardFnUnavailableError(
             f"{self.name} with action repeat {self.repeat}: the summed reward of "
             f"{self.repeat} inner steps is not a function of (obs, action, next_obs); "

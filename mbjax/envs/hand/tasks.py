@@ -141,10 +141,11 @@ def orientation_distance(q: Array, q_target: Array) -> Array:
 class HandEnv(Env):
     """Base of the hand tasks: the MJX model, action mapping, stepping and observations.
 
-    Subclasses set ``name``, ``scene``, ``objects`` (free-joint body names) and implement
-    ``_init_task`` (object poses and the task's observation entries, e.g. the target,
-    from a key), ``_next_task_obs`` (those entries one control step later, from the
-    previous observation) and ``reward_fn``.
+    Subclasses set ``name``, ``scene``, ``objects`` (free-joint body names) and
+    ``task_obs_size``, and implement ``_init_task`` (object poses and the task's
+    observation entries, e.g. the target, from a key), ``_next_task_obs`` (those entries
+    one control step later, from the previous observation) and ``reward_fn``. An
+    observation is [hand (48), object_stride per object, task entries (task_obs_size)].
 
     Args:
       substeps: physics steps (5 ms each) per control step.
@@ -158,6 +159,8 @@ class HandEnv(Env):
     objects: tuple[str, ...] = ()
     #: Whether an object's observation includes its quaternion (the cube's, not a ball's).
     keep_quat: bool = False
+    #: Number of task entries at the end of the observation (phase, target).
+    task_obs_size: int = 0
     default_episode_length = 100
 
     def __init__(self, substeps: int = 8, drop_height: float = 0.15,
@@ -188,6 +191,15 @@ class HandEnv(Env):
         self._dt = float(m.opt.timestep) * self.substeps
 
     # -- sizes --------------------------------------------------------------------------
+    @property
+    def object_stride(self) -> int:
+        """Observation entries per object: 13 with its quaternion, else 9."""
+        return 13 if self.keep_quat else 9
+
+    @property
+    def observation_size(self) -> int:
+        return 2 * NUM_JOINTS + len(self.objects) * self.object_stride + self.task_obs_size
+
     @property
     def action_size(self) -> int:
         return NUM_JOINTS
@@ -276,7 +288,7 @@ class HandEnv(Env):
     # -- observation-space functions ----------------------------------------------------
     def object_positions(self, obs: Array) -> Array:
         """Object centres [num_objects, 3] from one observation."""
-        stride = 13 if self.keep_quat else 9
+        stride = self.object_stride
         return jnp.stack([obs[48 + i * stride: 48 + i * stride + 3]
                           for i in range(len(self.objects))])
 
@@ -301,14 +313,26 @@ class HandEnv(Env):
         raise NotImplementedError
 
 
-def _ball_qpos(xy: Array, z: float = BALL_REST_Z + 5e-4) -> Array:
+def _ball_qpos(xy: Array, z: float) -> Array:
     return jnp.concatenate([xy, jnp.array([z, 1.0, 0.0, 0.0, 0.0])])
 
 
 class _PhaseTask(HandEnv):
-    """Targets that move with a phase phi, advanced by omega dt each step."""
+    """Balls that follow targets g_i(phi) moving with a phase phi, advanced by omega dt
+    each step; phi starts uniformly at random, ball i within ``start_noise`` of
+    g_i(phi_0) (uniform in a square), resting at height ``rest_z``.
 
-    def _check_phase_args(self, radius, period, direction):
+    Subclasses implement ``targets``. Args: radius (m), period (seconds per lap),
+    direction (1 counter-clockwise seen from above, -1 clockwise), distance_weight,
+    start_noise (m), then those of ``HandEnv``.
+    """
+
+    task_obs_size = 2
+    #: Height of a resting ball's centre (m).
+    rest_z: float = BALL_REST_Z
+
+    def __init__(self, radius: float, period: float, direction: int, distance_weight: float,
+                 start_noise: float, *hand_args):
         if radius <= 0 or period <= 0:
             raise ValueError(f"{self.name}: radius and period must be > 0")
         if direction not in (1, -1):
@@ -318,6 +342,21 @@ class _PhaseTask(HandEnv):
         self.period = float(period)
         self.direction = int(direction)
         self.omega = self.direction * 2.0 * np.pi / self.period
+        self.distance_weight = float(distance_weight)
+        self.start_noise = float(start_noise)
+        super().__init__(*hand_args)
+
+    def targets(self, cos_phi: Array, sin_phi: Array) -> Array:
+        """The balls' targets g_i(phi), shape [num_objects, 3]."""
+        raise NotImplementedError
+
+    def _init_task(self, key):
+        k1, k2 = jax.random.split(key)
+        phase = jax.random.uniform(k1, (), minval=-np.pi, maxval=np.pi)
+        g = self.targets(jnp.cos(phase), jnp.sin(phase))
+        shape = (len(self.objects), 2)
+        xy = g[:, :2] + jax.random.uniform(k2, shape, minval=-1, maxval=1) * self.start_noise
+        return [_ball_qpos(p, self.rest_z + 5e-4) for p in xy], self._phase_obs(phase)
 
     @property
     def phase_step(self) -> float:
@@ -371,14 +410,8 @@ class HandTrack(_PhaseTask):
         if path not in ("circle", "figure8"):
             raise ValueError(f"hand_track: path must be 'circle' or 'figure8', got {path!r}")
         self.path = path
-        self._check_phase_args(radius, period, direction)
-        self.distance_weight = float(distance_weight)
-        self.start_noise = float(start_noise)
-        super().__init__(substeps, drop_height, drop_penalty, reset_noise)
-
-    @property
-    def observation_size(self) -> int:
-        return 48 + 9 + 2
+        super().__init__(radius, period, direction, distance_weight, start_noise,
+                         substeps, drop_height, drop_penalty, reset_noise)
 
     def target(self, cos_phi: Array, sin_phi: Array) -> Array:
         """g(phi) [3]."""
@@ -387,14 +420,11 @@ class HandTrack(_PhaseTask):
             xy = jnp.stack([r * cos_phi, r * sin_phi])
         else:
             xy = jnp.stack([r * sin_phi, r * sin_phi * cos_phi])
-        return jnp.concatenate([xy, jnp.full((1,), BALL_REST_Z)])
+        return jnp.concatenate([xy, jnp.full((1,), self.rest_z)])
 
-    def _init_task(self, key):
-        k1, k2 = jax.random.split(key)
-        phase = jax.random.uniform(k1, (), minval=-np.pi, maxval=np.pi)
-        g = self.target(jnp.cos(phase), jnp.sin(phase))
-        xy = g[:2] + jax.random.uniform(k2, (2,), minval=-1, maxval=1) * self.start_noise
-        return [_ball_qpos(xy)], self._phase_obs(phase)
+    def targets(self, cos_phi: Array, sin_phi: Array) -> Array:
+        """[1, 3]: g(phi)."""
+        return self.target(cos_phi, sin_phi)[None]
 
     def reward_terms(self, obs):
         return {"distance": safe_norm(obs[48:51] - self.target(*self.phase_of(obs)))}
@@ -430,35 +460,21 @@ class HandBaoding(_PhaseTask):
     name = "hand_baoding"
     scene = "baoding"
     objects = ("ball0", "ball1")
+    rest_z = BAODING_REST_Z
 
     def __init__(self, radius: float = 0.025, period: float = 4.0, direction: int = 1,
                  distance_weight: float = 5.0, wrist_weight: float = 10.0,
                  start_noise: float = 0.003, substeps: int = 8, drop_height: float = 0.15,
                  drop_penalty: float = 500.0, reset_noise: float = 0.1):
-        self._check_phase_args(radius, period, direction)
-        self.distance_weight = float(distance_weight)
         self.wrist_weight = float(wrist_weight)
-        self.start_noise = float(start_noise)
-        super().__init__(substeps, drop_height, drop_penalty, reset_noise)
-
-    @property
-    def observation_size(self) -> int:
-        return 48 + 18 + 2
+        super().__init__(radius, period, direction, distance_weight, start_noise,
+                         substeps, drop_height, drop_penalty, reset_noise)
 
     def targets(self, cos_phi: Array, sin_phi: Array) -> Array:
         """[2, 3]: g_1(phi) and g_2(phi) = g_1(phi + pi)."""
         xy = self.radius * jnp.stack([cos_phi, sin_phi])
-        z = jnp.full((1,), BAODING_REST_Z)
+        z = jnp.full((1,), self.rest_z)
         return jnp.stack([jnp.concatenate([xy, z]), jnp.concatenate([-xy, z])])
-
-    def _init_task(self, key):
-        k1, k2 = jax.random.split(key)
-        phase = jax.random.uniform(k1, (), minval=-np.pi, maxval=np.pi)
-        g = self.targets(jnp.cos(phase), jnp.sin(phase))
-        noise = jax.random.uniform(k2, (2, 2), minval=-1, maxval=1) * self.start_noise
-        z = BAODING_REST_Z + 5e-4
-        balls = [_ball_qpos(g[0, :2] + noise[0], z), _ball_qpos(g[1, :2] + noise[1], z)]
-        return balls, self._phase_obs(phase)
 
     def reward_terms(self, obs):
         g = self.targets(*self.phase_of(obs))
@@ -499,6 +515,7 @@ class HandCube(HandEnv):
     scene = "cube"
     objects = ("cube",)
     keep_quat = True
+    task_obs_size = 4
 
     def __init__(self, axes: str = "xyz", min_angle: float = np.pi / 4,
                  max_angle: float = np.pi / 2, start_yaw: float = 0.2,
@@ -514,10 +531,6 @@ class HandCube(HandEnv):
         self.start_yaw = float(start_yaw)
         self.orientation_weight = float(orientation_weight)
         super().__init__(substeps, drop_height, drop_penalty, reset_noise)
-
-    @property
-    def observation_size(self) -> int:
-        return 48 + 13 + 4
 
     def _init_task(self, key):
         k1, k2, k3 = jax.random.split(key, 3)
