@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import mbjax.envs as envs
@@ -75,6 +76,25 @@ def test_nan_action_under_jit_raises_when_checked():
     assert ok.obs.shape == (3, 3)
     with pytest.raises(envs.EnvError, match="NaN or inf"):
         step(state, jnp.array([[0.0], [jnp.nan], [0.0]]))
+
+
+@pytest.mark.parametrize("num_envs", [None, 3])
+def test_checked_inside_jit_runs_like_the_unchecked_step(num_envs):
+    """``jax.jit(checked(step))``: shapes are checked while tracing, values are not."""
+    env = envs.wrap_for_training(envs.make("pendulum"), num_envs=num_envs)
+    state = env.reset(jax.random.PRNGKey(0))
+    shape = (env.action_size,) if num_envs is None else (num_envs, env.action_size)
+    action = jnp.full(shape, 0.7)
+    step = jax.jit(envs.checked(env.step))
+    jax.tree.map(np.testing.assert_array_equal, step(state, action),
+                 jax.jit(env.step)(state, action))
+    with pytest.raises(envs.EnvError, match="expected"):
+        step(state, jnp.zeros(shape[:-1] + (2,)))
+    nan_out = step(state, jnp.full(shape, jnp.nan))  # documented: not checked under jit
+    assert np.all(np.isnan(nan_out.obs))
+    # The same wrapper called eagerly checks the values.
+    with pytest.raises(envs.EnvError, match="NaN or inf"):
+        envs.checked(env.step)(state, jnp.full(shape, jnp.nan))
 
 
 def test_reset_with_batch_of_keys_on_unbatched_env():

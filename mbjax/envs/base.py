@@ -67,7 +67,8 @@ def validate_action(action: Array, action_size: int, env_name: str) -> Array:
 
     Shape and dtype are checked at trace time and raise ``EnvError``. Finiteness is
     checked eagerly for concrete arrays; under ``jit`` it is a ``checkify`` debug check
-    (free unless the function is wrapped by :func:`checked`, which raises on NaN/inf).
+    (free unless the function is called through :func:`checked` from outside any trace,
+    which then raises on NaN/inf).
 
     Args:
       action: shape [action_size], floating dtype.
@@ -107,17 +108,35 @@ def validate_action(action: Array, action_size: int, env_name: str) -> Array:
     return action
 
 
-def checked(fn):
-    """Wraps ``fn`` so that NaN/inf actions inside it raise ``EnvError`` even under jit.
+def _traced(tree: Any) -> bool:
+    """True when any leaf of ``tree`` is a tracer (the caller is being traced)."""
+    return not all(_is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(tree))
 
-    ``checked(jax.jit(f))`` or ``jax.jit(checked(f))`` both work; the cost is one
-    reduction per step, so use it while debugging or in tests, not in benchmarks.
+
+def checked(fn):
+    """Wraps ``fn`` so that bad actions inside it raise ``EnvError``, NaN/inf ones included.
+
+    What is checked depends on where the wrapper runs:
+
+    * Called with concrete arrays (``checked(f)`` or ``checked(jax.jit(f))``): every check
+      of :func:`validate_action`, i.e. an action's shape and dtype (at trace time) and
+      the finiteness of its values, via ``checkify``: a NaN/inf action raises
+      ``EnvError`` after the call. The cost is one reduction per step, so use it while
+      debugging or in tests, not in benchmarks.
+    * Called while being traced (``jax.jit(checked(f))``, or inside ``vmap``/``scan``):
+      ``fn`` runs unchanged, without ``checkify``. Shape and dtype still raise
+      ``EnvError`` while tracing; values are NOT checked (a traced value cannot raise a
+      Python error), so a NaN/inf action goes through.
     """
     checked_fn = checkify.checkify(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if _traced((args, kwargs)):
+            return fn(*args, **kwargs)
         err, out = checked_fn(*args, **kwargs)
+        if _traced(err):  # concrete arguments, but inside an enclosing trace
+            return out
         msg = err.get()
         if msg is not None:
             raise EnvError(msg)
