@@ -136,7 +136,8 @@ def test_bad_planner_configuration():
     obj = quadratic_objective(TARGET)
     with pytest.raises(ValueError, match="horizon must be >= 1"):
         P.CEMConfig(horizon=0)
-    with pytest.raises(ValueError, match="num_elites .* must be <= population"):
+    with pytest.raises(ValueError,
+                       match=r"planner.num_elites \(20\) must be <= planner.population \(10\)"):
         P.CEMConfig(population=10, num_elites=20)
     with pytest.raises(ValueError, match="kappa must be > 0"):
         P.make_mppi(obj, LOW, HIGH, params=P.MPPIParams(kappa=0.0))

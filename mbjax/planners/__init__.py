@@ -5,11 +5,24 @@ gradient-based and CEM -> gradient, plus objectives and MPC execution.
 >>> planner = make_cem(objective, env.action_low, env.action_high, CEMConfig(horizon=30))
 >>> state = planner.init(key)
 >>> action, state, info = planner.plan(planner.default_params, model_state, state, obs, key)
+
+Each planner is described by one frozen spec (``CEMConfig``, ``MPPIConfig``, ...: sizes
+and tunable floats) registered by its ``kind``; ``make_planner(planner_spec("cem")(),
+objective, low, high)`` builds one by name (see ``mbjax.planners.registry``).
 """
 
-from mbjax.planners.base import Objective, Planner, batch, sanitize_returns, shift
+from mbjax.planners.base import (
+    Objective,
+    Planner,
+    batch,
+    planner_advance,
+    sanitize_returns,
+    shift,
+    shift_sequences,
+)
 from mbjax.planners.cem import CEMConfig, CEMParams, CEMState, make_cem
 from mbjax.planners.gradient import (
+    CEMGradientConfig,
     CEMGradientParams,
     GradientConfig,
     GradientParams,
@@ -31,21 +44,48 @@ from mbjax.planners.random_shooting import (
     RandomShootingParams,
     make_random_shooting,
 )
+from mbjax.planners.registry import (
+    PlannerSpec,
+    make_planner,
+    planner_kinds,
+    planner_spec,
+    register_planner,
+    spec_kind,
+    switch_planner,
+    traced_fields,
+    unregister_planner,
+)
+from mbjax.planners.sampling import (
+    ActionBox,
+    Best,
+    evaluate,
+    make_sequence_planner,
+    no_best,
+    sampling_round,
+    sampling_rounds,
+    scorer,
+    track_best,
+)
 
 
 def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
     """PDDM's Baoding preset (Nagabandi et al. 2019): N = 700, H = 7, beta = 0.6,
-    kappa = 20, sigma = 0.9, one iteration."""
-    return MPPIConfig(horizon=7, population=700, iterations=1), MPPIParams(
-        kappa=20.0, beta=0.6, sigma=0.9)
+    kappa = 20, sigma = 0.9, one iteration. Returns (spec, its default params)."""
+    spec = MPPIConfig(horizon=7, population=700, iterations=1, kappa=20.0, beta=0.6,
+                      sigma=0.9)
+    return spec, spec.default_params()
 
 
 __all__ = [
-    "CEMConfig", "CEMGradientParams", "CEMParams", "CEMState", "GradientConfig",
-    "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig", "MPPIParams", "Objective",
-    "Planner", "RandomShootingConfig", "RandomShootingParams", "action_costs", "batch",
-    "colored_noise", "discounted_return", "make_cem", "make_cem_gradient",
-    "make_env_objective", "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi",
-    "make_random_shooting", "make_sequence_objective", "mpc", "open_loop",
-    "pddm_mppi_config", "sanitize_returns", "shift",
+    "ActionBox", "Best", "CEMConfig", "CEMGradientConfig", "CEMGradientParams", "CEMParams",
+    "CEMState", "GradientConfig", "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig",
+    "MPPIParams", "Objective", "Planner", "PlannerSpec", "RandomShootingConfig",
+    "RandomShootingParams", "action_costs", "batch", "colored_noise", "discounted_return",
+    "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
+    "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
+    "make_random_shooting", "make_sequence_objective", "make_sequence_planner", "mpc",
+    "no_best", "open_loop", "pddm_mppi_config", "planner_advance", "planner_kinds",
+    "planner_spec", "register_planner", "sampling_round", "sampling_rounds",
+    "sanitize_returns", "scorer", "shift", "shift_sequences", "spec_kind", "switch_planner",
+    "traced_fields", "track_best", "unregister_planner",
 ]

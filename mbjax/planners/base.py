@@ -1,4 +1,4 @@
-"""What every planner shares: the objective type, the Planner pair, validation, batching.
+"""What every planner shares: the objective type, the Planner tuple, validation, batching.
 
 A planner optimises an action sequence a[0:H] of a black-box objective
 
@@ -10,11 +10,20 @@ simulator. ``objective_params`` is whatever J needs that changes over time (the 
 ``ModelState``); ``obs`` is whatever J starts from (an observation, or an env ``State``
 for the true simulator).
 
-``Planner(init, plan)``:
+``Planner(init, plan, default_params, horizon, action_size, advance=None)``:
   init(key) -> state
   plan(params, objective_params, state, obs, key) -> (action [A], state, info)
+  advance(state, info, steps) -> state      (optional)
 where ``params`` is the planner's pytree of tunable floats (temperatures, smoothing, std):
 a sweep over them is a ``vmap``. Sizes (horizon, population, iterations) are static.
+
+``plan`` returns the state warm-started for the NEXT step (its solution shifted by one
+step). When a caller executes k > 1 actions of ``info["plan"]`` before replanning
+(``mpc(replan_every=k)``) it calls ``advance(state, info, k - 1)`` to move the warm start
+on by the k - 1 extra steps. The default (``advance=None``, see ``planner_advance``) shifts
+every [..., H, A] leaf of the state by ``steps``, repeating its last step: after ``plan``'s
+own shift that last step is the planner's fill value (the middle of the bounds, or the
+repeated last action), so shifting once by 1 and then by k - 1 equals shifting by k.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mbjax.types import Array, PRNGKey
 
@@ -31,13 +41,19 @@ Objective = Callable[[Any, Any, Array, PRNGKey], Array]
 
 
 class Planner(NamedTuple):
-    """A planner as two pure functions plus its default tunable parameters."""
+    """A planner as pure functions plus its default tunable parameters.
+
+    ``advance(state, info, steps) -> state`` (optional) moves the warm start of a state
+    returned by ``plan`` on by ``steps`` more executed actions; None means the generic
+    shift of ``shift_sequences`` (see the module docstring).
+    """
 
     init: Callable[[PRNGKey], Any]
     plan: Callable[..., tuple[Array, Any, dict]]
     default_params: Any
     horizon: int
     action_size: int
+    advance: Callable[[Any, dict, int], Any] | None = None
 
 
 def check_bounds(action_low, action_high, action_size: int | None = None):
@@ -55,9 +71,45 @@ def check_bounds(action_low, action_high, action_size: int | None = None):
 
 
 def check_positive(**sizes: int) -> None:
+    """``planner.<name> must be >= 1, got <value>`` for each size below 1."""
     for name, value in sizes.items():
         if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise ValueError(f"planner.{name} must be >= 1, got {value}")
+
+
+def check_at_most(name: str, value, bound_name: str, bound) -> None:
+    """``planner.<name> (v) must be <= planner.<bound_name> (b)`` unless v <= b."""
+    if value > bound:
+        raise ValueError(f"planner.{name} ({value}) must be <= planner.{bound_name} "
+                         f"({bound})")
+
+
+def check_elite_sizes(population: int, num_elites: int, iterations: int) -> None:
+    """The sizes of an elite-based sampler (CEM, iCEM): all >= 1, num_elites <= population."""
+    check_positive(population=population, num_elites=num_elites, iterations=iterations)
+    check_at_most("num_elites", num_elites, "population", population)
+
+
+def check_range(name: str, value, low: float = -np.inf, high: float = np.inf, *,
+                include_low: bool = True, include_high: bool = True) -> None:
+    """Checks low <= value <= high (``include_*=False``: strict) for a float or an array of
+    them (a sweep); traced values are not checked.
+
+    The message names the field: ``planner.sigma must be > 0, got -1.0``.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    ok = (v >= low if include_low else v > low) & (v <= high if include_high else v < high)
+    if np.all(ok):
+        return
+    if high == np.inf:
+        want = f"{'>=' if include_low else '>'} {low}"
+    elif low == -np.inf:
+        want = f"{'<=' if include_high else '<'} {high}"
+    else:
+        want = f"in {'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+    raise ValueError(f"planner.{name} must be {want}, got {value}")
 
 
 def sanitize_returns(returns: Array) -> tuple[Array, Array]:
@@ -70,18 +122,47 @@ def sanitize_returns(returns: Array) -> tuple[Array, Array]:
     return jnp.where(bad, -1e30, returns), jnp.sum(bad)
 
 
-def shift(sequence: Array, fill: Array) -> Array:
-    """Warm start: drops the first step of [H, A] and appends ``fill`` [A] at the end."""
-    return jnp.concatenate([sequence[1:], fill[None]], axis=0)
+def shift(sequence: Array, fill: Array, steps: int = 1) -> Array:
+    """Warm start: drops the first ``steps`` steps of [..., H, A] and appends ``fill``.
+
+    ``fill`` [..., A] broadcasts against the leading axes; ``steps`` (static, 0..H) copies
+    of it end the result: out[..., t, :] = sequence[..., t + steps, :] for t < H - steps.
+    """
+    if steps == 0:
+        return sequence
+    tail = jnp.broadcast_to(fill[..., None, :], sequence.shape[:-2] + (steps,)
+                            + sequence.shape[-1:])
+    return jnp.concatenate([sequence[..., steps:, :], tail], axis=-2)
+
+
+def shift_sequences(state, horizon: int, action_size: int, steps: int):
+    """The generic warm-start advance: every leaf of ``state`` whose trailing shape is
+    [H, A] is shifted by ``steps`` (static), repeating its last step; other leaves stay."""
+
+    def leaf(x):
+        if jnp.ndim(x) >= 2 and tuple(x.shape[-2:]) == (horizon, action_size):
+            return shift(x, x[..., -1, :], steps)
+        return x
+
+    return jax.tree_util.tree_map(leaf, state)
+
+
+def planner_advance(planner: Planner) -> Callable[[Any, dict, int], Any]:
+    """``planner.advance``, or the generic ``shift_sequences`` when it has none."""
+    if planner.advance is not None:
+        return planner.advance
+    return lambda state, info, steps: shift_sequences(state, planner.horizon,
+                                                      planner.action_size, steps)
 
 
 def batch(planner: Planner, batched_objective_params: bool = False,
           chunk_size: int | None = None) -> Planner:
     """The same planner for N environments at once (one compiled call).
 
-    ``init(keys [N])`` and ``plan(params, objective_params, states, obs [N, ...], keys [N])``
-    vmap over the leading axis of state, obs and key; planner ``params`` are shared, and
-    ``objective_params`` too unless ``batched_objective_params`` (e.g. one model per env).
+    ``init(keys [N])``, ``plan(params, objective_params, states, obs [N, ...], keys [N])``
+    and ``advance(states, infos, steps)`` vmap over the leading axis of state, obs, info
+    and key; planner ``params`` are shared, and ``objective_params`` too unless
+    ``batched_objective_params`` (e.g. one model per env).
 
     ``chunk_size`` = C plans C environments at a time (``lax.map`` over ceil(N / C)
     chunks, each vmapped) with the same results. On a CPU the
@@ -103,4 +184,9 @@ def batch(planner: Planner, batched_objective_params: bool = False,
                                    batch_size=chunk_size)
             return jax.lax.map(lambda a: planner.plan(params, objective_params, *a),
                                (states, obs, keys), batch_size=chunk_size)
-    return planner._replace(init=jax.vmap(planner.init), plan=plan)
+    one = planner_advance(planner)
+
+    def advance(states, infos, steps: int):
+        return jax.vmap(lambda s, i: one(s, i, steps))(states, infos)
+
+    return planner._replace(init=jax.vmap(planner.init), plan=plan, advance=advance)

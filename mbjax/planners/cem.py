@@ -23,30 +23,20 @@ from flax import struct
 from mbjax.planners.base import (
     Objective,
     Planner,
-    check_bounds,
-    check_positive,
-    sanitize_returns,
+    check_elite_sizes,
+    check_range,
     shift,
 )
+from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
+from mbjax.planners.sampling import (
+    ActionBox,
+    Best,
+    make_sequence_planner,
+    no_best,
+    sampling_rounds,
+    scorer,
+)
 from mbjax.utils.random import hash_truncated_normal
-
-
-@dataclasses.dataclass(frozen=True)
-class CEMConfig:
-    """Static sizes. Defaults: PETS HalfCheetah (Chua et al. 2018, App. A.4)."""
-
-    horizon: int = 30
-    population: int = 500
-    num_elites: int = 50
-    iterations: int = 5
-    return_best: bool = False  # execute the best sequence seen instead of the elite mean
-
-    def __post_init__(self):
-        check_positive(horizon=self.horizon, population=self.population,
-                       num_elites=self.num_elites, iterations=self.iterations)
-        if self.num_elites > self.population:
-            raise ValueError(f"num_elites ({self.num_elites}) must be <= population "
-                             f"({self.population})")
 
 
 @struct.dataclass
@@ -58,70 +48,88 @@ class CEMParams:
     min_std: float = 0.0  # early stop once every std is below this (0: never)
 
 
+def check_cem_params(params) -> None:
+    """alpha in [0, 1), init_std_scale > 0, min_std >= 0 (a ``CEMParams`` or a spec)."""
+    check_range("alpha", params.alpha, 0.0, 1.0, include_high=False)
+    check_range("init_std_scale", params.init_std_scale, 0, include_low=False)
+    check_range("min_std", params.min_std, 0)
+
+
+@register_planner
+@dataclasses.dataclass(frozen=True)
+class CEMConfig(PlannerSpec):
+    """The CEM spec: sizes and floats. Defaults: PETS HalfCheetah (Chua et al. 2018,
+    App. A.4)."""
+
+    horizon: int = 30
+    population: int = 500
+    num_elites: int = 50
+    iterations: int = 5
+    return_best: bool = False  # execute the best sequence seen instead of the elite mean
+    alpha: float = CEMParams.alpha
+    init_std_scale: float = CEMParams.init_std_scale
+    min_std: float = CEMParams.min_std
+    kind: str = spec_kind("cem")
+    params_type = CEMParams
+    check_params = staticmethod(check_cem_params)
+
+    def __post_init__(self):
+        check_elite_sizes(self.population, self.num_elites, self.iterations)
+        super().__post_init__()
+
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_cem(objective, action_low, action_high, self, params)
+
+
 @struct.dataclass
 class CEMState:
     mean: jax.Array  # [H, A] warm-started solution
 
 
-def check_cem_params(params: CEMParams) -> None:
-    if not 0.0 <= float(params.alpha) < 1.0:
-        raise ValueError(f"CEM alpha must be in [0, 1), got {params.alpha}")
-    if float(params.init_std_scale) <= 0:
-        raise ValueError(f"init_std_scale must be > 0, got {params.init_std_scale}")
-
-
-def cem_iterations(objective: Objective, config: CEMConfig, low, high, params: CEMParams,
-                   objective_params, obs, mean, key):
-    """Runs the CEM rounds from ``mean`` [H, A]; returns (mean, best_seq, best_ret, elites,
-    num_nonfinite). Shared by CEM and the CEM -> gradient hybrid."""
+def cem_iterations(objective: Objective, config: CEMConfig, box: ActionBox,
+                   params: CEMParams, objective_params, obs, mean, key
+                   ) -> tuple[jax.Array, jax.Array, Best]:
+    """Runs the CEM rounds from ``mean`` [H, A]; returns (mean, last elites [K, H, A],
+    best seen). Shared by CEM and the CEM -> gradient hybrid."""
+    low, high = box.low, box.high
     h, a = mean.shape
-    std0 = params.init_std_scale * (high - low) / 4.0 * jnp.ones((h, a))
 
-    def round_(carry, key):
-        mean, std, best_seq, best_ret, active, nbad, _ = carry
-        key_eps, key_obj = jax.random.split(key)
+    def sample(carry, key):
+        mean, std, _, _ = carry
         cap = jnp.minimum(jnp.minimum(mean - low, high - mean) / 2.0, std)
-        eps = hash_truncated_normal(key_eps, -2.0, 2.0, (config.population, h, a))
-        samples = jnp.clip(mean + cap * eps, low, high)
-        returns, bad = sanitize_returns(objective(objective_params, obs, samples, key_obj))
-        top, idx = jax.lax.top_k(returns, config.num_elites)
+        eps = hash_truncated_normal(key, -2.0, 2.0, (config.population, h, a))
+        return jnp.clip(mean + cap * eps, low, high)
+
+    def update(carry, samples, returns):
+        mean, std, active, _ = carry
+        _, idx = jax.lax.top_k(returns, config.num_elites)
         elites = samples[idx]
         new_mean = params.alpha * mean + (1 - params.alpha) * elites.mean(0)
         new_std = jnp.sqrt(params.alpha * std**2 + (1 - params.alpha) * elites.var(0))
-        better = top[0] > best_ret
-        best_seq = jnp.where(better, elites[0], best_seq)
-        best_ret = jnp.maximum(best_ret, top[0])
         mean = jnp.where(active, new_mean, mean)
         std = jnp.where(active, new_std, std)
         active = active & (jnp.max(std) >= params.min_std)
-        return (mean, std, best_seq, best_ret, active, nbad + bad, elites), None
+        return mean, std, active, elites
 
-    init = (mean, std0, mean, jnp.array(-jnp.inf), jnp.array(True), jnp.array(0),
-            jnp.zeros((config.num_elites, h, a)))
-    keys = jax.random.split(key, config.iterations)
-    (mean, _, best_seq, best_ret, _, nbad, elites), _ = jax.lax.scan(round_, init, keys)
-    return mean, best_seq, best_ret, elites, nbad
+    std0 = params.init_std_scale * (high - low) / 4.0 * jnp.ones((h, a))
+    init = (mean, std0, jnp.array(True), jnp.zeros((config.num_elites, h, a)))
+    (mean, _, _, elites), best = sampling_rounds(
+        scorer(objective, objective_params, obs), sample, update, init, no_best(mean), key,
+        config.iterations)
+    return mean, elites, best
 
 
 def make_cem(objective: Objective, action_low, action_high, config: CEMConfig | None = None,
              params: CEMParams | None = None) -> Planner:
-    """CEM planner over J; see the module docstring."""
+    """CEM planner over J; see the module docstring (``params=None``:
+    ``config.default_params()``)."""
     config = config or CEMConfig()
-    params = params or CEMParams()
-    check_cem_params(params)
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a = config.horizon, low.shape[0]
 
-    def init(key):
-        del key
-        return CEMState(mean=jnp.broadcast_to(mid, (h, a)))
+    def solve(box, params, objective_params, state: CEMState, obs, key):
+        mean, _, best = cem_iterations(objective, config, box, params, objective_params, obs,
+                                       state.mean, key)
+        solution = best.sequence if config.return_best else mean
+        return solution, best, CEMState(mean=shift(solution, box.mid)), {}
 
-    def plan(params: CEMParams, objective_params, state: CEMState, obs, key):
-        mean, best_seq, best_ret, _, nbad = cem_iterations(
-            objective, config, low, high, params, objective_params, obs, state.mean, key)
-        solution = best_seq if config.return_best else mean
-        info = {"plan": solution, "best_return": best_ret, "num_nonfinite": nbad}
-        return solution[0], CEMState(mean=shift(solution, mid)), info
-
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+    return make_sequence_planner(config, action_low, action_high, params,
+                                 lambda box: CEMState(mean=box.middle()), solve)

@@ -7,8 +7,8 @@ on the objective sum_r J(a_r). Bounds are kept by ``bound="tanh"``
 J is evaluated with one key per iteration (common random numbers across restarts).
 The best sequence seen is executed.
 
-``make_cem_gradient`` is the hybrid: CEM rounds, then the same gradient refinement on the
-top ``num_refine`` elites.
+``make_cem_gradient`` (spec ``CEMGradientConfig``) is the hybrid: CEM rounds, then the
+same gradient refinement on the top ``num_refine`` elites and the CEM mean.
 """
 
 from __future__ import annotations
@@ -24,32 +24,70 @@ from flax import struct
 from mbjax.planners.base import (
     Objective,
     Planner,
-    check_bounds,
+    check_at_most,
     check_positive,
-    sanitize_returns,
+    check_range,
     shift,
 )
 from mbjax.planners.cem import CEMConfig, CEMParams, cem_iterations, check_cem_params
-
-
-@dataclasses.dataclass(frozen=True)
-class GradientConfig:
-    horizon: int = 30
-    num_restarts: int = 8
-    iterations: int = 50
-    bound: str = "tanh"
-    optimizer: Callable[[float], optax.GradientTransformation] = optax.adam
-
-    def __post_init__(self):
-        check_positive(horizon=self.horizon, num_restarts=self.num_restarts,
-                       iterations=self.iterations)
-        if self.bound not in ("tanh", "projection"):
-            raise ValueError(f"bound must be 'tanh' or 'projection', got {self.bound!r}")
+from mbjax.planners.registry import PlannerSpec, carry_over, register_planner, spec_kind
+from mbjax.planners.sampling import (
+    Best,
+    evaluate,
+    make_sequence_planner,
+    no_best,
+    scorer,
+    track_best,
+)
 
 
 @struct.dataclass
 class GradientParams:
     learning_rate: float = 0.05
+
+
+def check_learning_rate(params) -> None:
+    """learning_rate > 0 (a params struct or a spec)."""
+    check_range("learning_rate", params.learning_rate, 0, include_low=False)
+
+
+@register_planner
+@dataclasses.dataclass(frozen=True)
+class GradientConfig(PlannerSpec):
+    """The gradient-planner spec."""
+
+    horizon: int = 30
+    num_restarts: int = 8
+    iterations: int = 50
+    bound: str = "tanh"
+    optimizer: str | Callable[[float], optax.GradientTransformation] = "adam"
+    """An optax optimiser: its name ("adam", "sgd", ...) or learning_rate -> transform."""
+    learning_rate: float = GradientParams.learning_rate
+    kind: str = spec_kind("gradient")
+    params_type = GradientParams
+    check_params = staticmethod(check_learning_rate)
+
+    def __post_init__(self):
+        check_positive(num_restarts=self.num_restarts, iterations=self.iterations)
+        if self.bound not in ("tanh", "projection"):
+            raise ValueError(f"planner.bound must be 'tanh' or 'projection', got "
+                             f"{self.bound!r}")
+        optimizer_of(self.optimizer)
+        super().__post_init__()
+
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_gradient_planner(objective, action_low, action_high, self, params)
+
+
+def optimizer_of(optimizer) -> Callable[[float], optax.GradientTransformation]:
+    """learning_rate -> optax transform, from a callable or the name of an optax one."""
+    if callable(optimizer):
+        return optimizer
+    fn = getattr(optax, optimizer, None) if isinstance(optimizer, str) else None
+    if not callable(fn):
+        raise ValueError(f"planner.optimizer must be the name of an optax optimiser "
+                         f"('adam', 'sgd', ...) or a callable, got {optimizer!r}")
+    return fn
 
 
 @struct.dataclass
@@ -58,11 +96,11 @@ class GradientState:
 
 
 def gradient_refine(objective: Objective, config: GradientConfig, low, high,
-                    learning_rate, objective_params, obs, init_actions, key):
-    """Optimises sequences [R, H, A] by gradient ascent on J; returns (best [H, A],
-    best return, number of non-finite returns seen)."""
+                    learning_rate, objective_params, obs, init_actions, key) -> Best:
+    """Optimises sequences [R, H, A] by gradient ascent on J; returns the best sequence
+    [H, A] seen (starting from init_actions[0]), its return and the non-finite count."""
     mid, half = (low + high) / 2.0, (high - low) / 2.0
-    optimizer = config.optimizer(learning_rate)
+    optimizer = optimizer_of(config.optimizer)(learning_rate)
     if config.bound == "tanh":
         to_actions = lambda u: mid + half * jnp.tanh(u)
         u0 = jnp.arctanh(jnp.clip((init_actions - mid) / half, -0.999, 0.999))
@@ -77,57 +115,43 @@ def gradient_refine(objective: Objective, config: GradientConfig, low, high,
     grad_fn = jax.grad(total, has_aux=True)
 
     def step(carry, key):
-        u, opt_state, best_seq, best_ret, nbad = carry
+        u, opt_state, best = carry
         grads, returns = grad_fn(u, key)
-        returns, bad = sanitize_returns(returns)
-        i = jnp.argmax(returns)
-        better = returns[i] > best_ret
-        best_seq = jnp.where(better, to_actions(u)[i], best_seq)
-        best_ret = jnp.maximum(best_ret, returns[i])
+        best, _ = track_best(best, to_actions(u), returns)
         grads = jax.tree_util.tree_map(lambda g: -jnp.nan_to_num(g), grads)  # ascent
         updates, opt_state = optimizer.update(grads, opt_state, u)
         u = optax.apply_updates(u, updates)
         if config.bound == "projection":
             u = jnp.clip(u, low, high)
-        return (u, opt_state, best_seq, best_ret, nbad + bad), None
+        return (u, opt_state, best), None
 
     keys = jax.random.split(key, config.iterations + 1)
-    init = (u0, optimizer.init(u0), init_actions[0], jnp.array(-jnp.inf), jnp.array(0))
-    (u, _, best_seq, best_ret, nbad), _ = jax.lax.scan(step, init, keys[:-1])
-    final, bad = sanitize_returns(objective(objective_params, obs, to_actions(u), keys[-1]))
-    i = jnp.argmax(final)
-    better = final[i] > best_ret
-    best_seq = jnp.where(better, to_actions(u)[i], best_seq)
-    return best_seq, jnp.maximum(best_ret, final[i]), nbad + bad
+    init = (u0, optimizer.init(u0), no_best(init_actions[0]))
+    (u, _, best), _ = jax.lax.scan(step, init, keys[:-1])
+    best, _ = evaluate(scorer(objective, objective_params, obs), to_actions(u), keys[-1],
+                       best)
+    return best
 
 
 def make_gradient_planner(objective: Objective, action_low, action_high,
                           config: GradientConfig | None = None,
                           params: GradientParams | None = None) -> Planner:
+    """Gradient planner over J; see the module docstring (``params=None``:
+    ``config.default_params()``)."""
     config = config or GradientConfig()
-    params = params or GradientParams()
-    if float(params.learning_rate) <= 0:
-        raise ValueError(f"learning_rate must be > 0, got {params.learning_rate}")
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a = config.horizon, low.shape[0]
 
-    def init(key):
-        del key
-        return GradientState(best=jnp.broadcast_to(mid, (h, a)))
-
-    def plan(params: GradientParams, objective_params, state: GradientState, obs, key):
+    def solve(box, params: GradientParams, objective_params, state: GradientState, obs,
+              key):
         key_init, key_opt = jax.random.split(key)
-        rand = jax.random.uniform(key_init, (config.num_restarts - 1, h, a), minval=low,
-                                  maxval=high)
+        rand = jax.random.uniform(key_init, (config.num_restarts - 1,) + state.best.shape,
+                                  minval=box.low, maxval=box.high)
         starts = jnp.concatenate([state.best[None], rand], axis=0)
-        best, best_ret, nbad = gradient_refine(objective, config, low, high,
-                                               params.learning_rate, objective_params, obs,
-                                               starts, key_opt)
-        info = {"plan": best, "best_return": best_ret, "num_nonfinite": nbad}
-        return best[0], GradientState(best=shift(best, mid)), info
+        best = gradient_refine(objective, config, box.low, box.high, params.learning_rate,
+                               objective_params, obs, starts, key_opt)
+        return best.sequence, best, GradientState(best=shift(best.sequence, box.mid)), {}
 
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+    return make_sequence_planner(config, action_low, action_high, params,
+                                 lambda box: GradientState(best=box.middle()), solve)
 
 
 @struct.dataclass
@@ -136,41 +160,63 @@ class CEMGradientParams:
     learning_rate: float = 0.05
 
 
+@register_planner
+@dataclasses.dataclass(frozen=True)
+class CEMGradientConfig(CEMConfig):
+    """The CEM -> gradient spec: CEM's sizes and floats, then ``refine_iterations``
+    gradient steps (Adam, tanh bounds, ``learning_rate``) on the top ``num_refine`` elites
+    and the CEM mean. ``return_best`` is unused (the best sequence found is executed)."""
+
+    num_refine: int = 4
+    refine_iterations: int = 10
+    learning_rate: float = CEMGradientParams.learning_rate
+    kind: str = spec_kind("cem_gradient")
+    params_type = CEMGradientParams
+
+    def __post_init__(self):
+        check_positive(num_refine=self.num_refine, refine_iterations=self.refine_iterations)
+        check_at_most("num_refine", self.num_refine, "num_elites", self.num_elites)
+        super().__post_init__()
+
+    def check_params(self, params) -> None:
+        check_cem_params(params.cem)
+        check_learning_rate(params)
+
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_cem_gradient(objective, action_low, action_high, self, params=params)
+
+
 def make_cem_gradient(objective: Objective, action_low, action_high,
-                      cem_config: CEMConfig | None = None, num_refine: int = 4,
-                      refine_iterations: int = 10,
+                      cem_config: CEMConfig | None = None, num_refine: int | None = None,
+                      refine_iterations: int | None = None,
                       params: CEMGradientParams | None = None) -> Planner:
     """CEM, then ``refine_iterations`` gradient steps on the top ``num_refine`` elites
-    (and the CEM mean); executes the best sequence found."""
-    cem_config = cem_config or CEMConfig()
-    params = params or CEMGradientParams()
-    check_cem_params(params.cem)
-    if num_refine < 1 or num_refine > cem_config.num_elites:
-        raise ValueError(f"num_refine must be in [1, num_elites={cem_config.num_elites}], "
-                         f"got {num_refine}")
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a = cem_config.horizon, low.shape[0]
-    grad_config = GradientConfig(horizon=h, num_restarts=num_refine + 1,
-                                 iterations=refine_iterations)
+    (and the CEM mean); executes the best sequence found.
 
-    def init(key):
-        del key
-        return GradientState(best=jnp.broadcast_to(mid, (h, a)))
+    ``cem_config`` is a ``CEMGradientConfig`` or a plain ``CEMConfig`` (its fields carried
+    over); ``num_refine`` / ``refine_iterations``, when given, override the spec's (4 and
+    10 by default). ``params=None``: the spec's ``default_params()``.
+    """
+    overrides = {"num_refine": num_refine, "refine_iterations": refine_iterations}
+    spec = carry_over(cem_config or CEMConfig(), CEMGradientConfig,
+                      **{k: v for k, v in overrides.items() if v is not None})
+    grad_config = GradientConfig(horizon=spec.horizon, num_restarts=spec.num_refine + 1,
+                                 iterations=spec.refine_iterations)
 
-    def plan(params: CEMGradientParams, objective_params, state, obs, key):
+    def solve(box, params: CEMGradientParams, objective_params, state: GradientState, obs,
+              key):
         key_cem, key_grad = jax.random.split(key)
-        mean, best_seq, best_ret, elites, nbad = cem_iterations(
-            objective, cem_config, low, high, params.cem, objective_params, obs, state.best,
-            key_cem)
-        starts = jnp.concatenate([mean[None], elites[:num_refine]], axis=0)
-        refined, refined_ret, bad = gradient_refine(
-            objective, grad_config, low, high, params.learning_rate, objective_params, obs,
-            starts, key_grad)
-        better = refined_ret > best_ret
-        best = jnp.where(better, refined, best_seq)
-        info = {"plan": best, "best_return": jnp.maximum(refined_ret, best_ret),
-                "cem_return": best_ret, "num_nonfinite": nbad + bad}
-        return best[0], GradientState(best=shift(best, mid)), info
+        mean, elites, cem = cem_iterations(objective, spec, box, params.cem, objective_params,
+                                           obs, state.best, key_cem)
+        starts = jnp.concatenate([mean[None], elites[:spec.num_refine]], axis=0)
+        refined = gradient_refine(objective, grad_config, box.low, box.high,
+                                  params.learning_rate, objective_params, obs, starts, key_grad)
+        better = refined.value > cem.value
+        best = Best(jnp.where(better, refined.sequence, cem.sequence),
+                    jnp.maximum(refined.value, cem.value),
+                    cem.num_nonfinite + refined.num_nonfinite)
+        return (best.sequence, best, GradientState(best=shift(best.sequence, box.mid)),
+                {"cem_return": cem.value})
 
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+    return make_sequence_planner(spec, action_low, action_high, params,
+                                 lambda box: GradientState(best=box.middle()), solve)

@@ -26,16 +26,31 @@ from flax import struct
 from mbjax.planners.base import (
     Objective,
     Planner,
-    check_bounds,
-    check_positive,
-    sanitize_returns,
+    check_elite_sizes,
+    check_range,
     shift,
 )
+from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
+from mbjax.planners.sampling import evaluate, make_sequence_planner, no_best, scorer
 
 
+@struct.dataclass
+class ICEMParams:
+    noise_exponent: float = 2.0  # beta of the 1/f^beta noise (iCEM: 2.0-3.5 per task)
+    alpha: float = 0.1  # momentum of mean/std updates
+    init_std_scale: float = 1.0
+
+
+def check_icem_params(params) -> None:
+    """alpha in [0, 1), init_std_scale > 0 (an ``ICEMParams`` or a spec)."""
+    check_range("alpha", params.alpha, 0.0, 1.0, include_high=False)
+    check_range("init_std_scale", params.init_std_scale, 0, include_low=False)
+
+
+@register_planner
 @dataclasses.dataclass(frozen=True)
-class ICEMConfig:
-    """Static sizes. Defaults: iCEM paper's settings for its MuJoCo tasks (Table S2)."""
+class ICEMConfig(PlannerSpec):
+    """The iCEM spec. Defaults: iCEM paper's settings for its MuJoCo tasks (Table S2)."""
 
     horizon: int = 30
     population: int = 300
@@ -44,18 +59,18 @@ class ICEMConfig:
     population_decay: float = 1.25  # gamma
     keep_elite_fraction: float = 0.3  # xi
     shift_elites: bool = True
+    noise_exponent: float = ICEMParams.noise_exponent
+    alpha: float = ICEMParams.alpha
+    init_std_scale: float = ICEMParams.init_std_scale
+    kind: str = spec_kind("icem")
+    params_type = ICEMParams
+    check_params = staticmethod(check_icem_params)
 
     def __post_init__(self):
-        check_positive(horizon=self.horizon, population=self.population,
-                       num_elites=self.num_elites, iterations=self.iterations)
-        if self.num_elites > self.population:
-            raise ValueError(f"num_elites ({self.num_elites}) must be <= population "
-                             f"({self.population})")
-        if self.population_decay < 1.0:
-            raise ValueError(f"population_decay must be >= 1, got {self.population_decay}")
-        if not 0.0 <= self.keep_elite_fraction <= 1.0:
-            raise ValueError("keep_elite_fraction must be in [0, 1], got "
-                             f"{self.keep_elite_fraction}")
+        check_elite_sizes(self.population, self.num_elites, self.iterations)
+        check_range("population_decay", self.population_decay, 1.0)
+        check_range("keep_elite_fraction", self.keep_elite_fraction, 0.0, 1.0)
+        super().__post_init__()
 
     @property
     def num_kept(self) -> int:
@@ -64,12 +79,8 @@ class ICEMConfig:
     def population_at(self, i: int) -> int:
         return max(int(self.population * self.population_decay ** (-i)), 2 * self.num_elites)
 
-
-@struct.dataclass
-class ICEMParams:
-    noise_exponent: float = 2.0  # beta of the 1/f^beta noise (iCEM: 2.0-3.5 per task)
-    alpha: float = 0.1  # momentum of mean/std updates
-    init_std_scale: float = 1.0
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_icem(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -101,48 +112,38 @@ def colored_noise(key, exponent, num: int, horizon: int, action_size: int):
 
 def make_icem(objective: Objective, action_low, action_high, config: ICEMConfig | None = None,
               params: ICEMParams | None = None) -> Planner:
+    """iCEM over J; see the module docstring (``params=None``: ``config.default_params()``)."""
     config = config or ICEMConfig()
-    params = params or ICEMParams()
-    if float(params.init_std_scale) <= 0 or not 0 <= float(params.alpha) < 1:
-        raise ValueError("iCEM needs init_std_scale > 0 and alpha in [0, 1)")
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a, k = config.horizon, low.shape[0], config.num_elites
-    kept = config.num_kept
+    k, kept = config.num_elites, config.num_kept
 
-    def init(key):
-        del key
-        mean = jnp.broadcast_to(mid, (h, a))
-        return ICEMState(mean=mean, elites=jnp.broadcast_to(mean, (kept, h, a)))
-
-    def plan(params: ICEMParams, objective_params, state: ICEMState, obs, key):
+    def solve(box, params: ICEMParams, objective_params, state: ICEMState, obs, key):
+        low, high, h, a = box.low, box.high, box.horizon, box.action_size
+        score = scorer(objective, objective_params, obs)
         mean = state.mean
         std = params.init_std_scale * (high - low) / 4.0 * jnp.ones((h, a))
-        best_seq, best_ret, nbad = mean, jnp.array(-jnp.inf), jnp.array(0)
+        best = no_best(mean)
         prev_elites = state.elites if config.shift_elites else None
         for i in range(config.iterations):  # unrolled: each iteration has its own size
             key, key_n, key_obj = jax.random.split(key, 3)
-            n = config.population_at(i)
-            noise = colored_noise(key_n, params.noise_exponent, n, h, a)
+            noise = colored_noise(key_n, params.noise_exponent, config.population_at(i), h, a)
             samples = jnp.clip(mean + std * noise, low, high)
             extra = [prev_elites[:kept]] if prev_elites is not None and kept > 0 else []
             if i == config.iterations - 1:
                 extra.append(mean[None])
             if extra:
                 samples = jnp.concatenate([samples] + extra, axis=0)
-            returns, bad = sanitize_returns(objective(objective_params, obs, samples, key_obj))
-            nbad = nbad + bad
-            top, idx = jax.lax.top_k(returns, k)
+            best, returns = evaluate(score, samples, key_obj, best)
+            _, idx = jax.lax.top_k(returns, k)
             elites = samples[idx]
             mean = params.alpha * mean + (1 - params.alpha) * elites.mean(0)
             std = params.alpha * std + (1 - params.alpha) * elites.std(0)
-            better = top[0] > best_ret
-            best_seq = jnp.where(better, elites[0], best_seq)
-            best_ret = jnp.maximum(best_ret, top[0])
             prev_elites = elites
-        shifted = jax.vmap(lambda e: shift(e, mid))(prev_elites[:kept])
-        info = {"plan": best_seq, "mean": mean, "best_return": best_ret,
-                "num_nonfinite": nbad}
-        return best_seq[0], ICEMState(mean=shift(mean, mid), elites=shifted), info
+        next_state = ICEMState(mean=shift(mean, box.mid),
+                               elites=shift(prev_elites[:kept], box.mid))
+        return best.sequence, best, next_state, {"mean": mean}
 
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+    def init(box):
+        return ICEMState(mean=box.middle(),
+                         elites=jnp.broadcast_to(box.middle(), (kept,) + box.middle().shape))
+
+    return make_sequence_planner(config, action_low, action_high, params, init, solve)

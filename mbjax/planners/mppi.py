@@ -7,9 +7,11 @@ filtered noise:
 replaced by the reward-weighted mean
   mu = sum_i w_i a_i / sum_i w_i,   w_i = exp(kappa (R_i - max_j R_j)).
 The executed action is mu[0]; mu is shifted by one step (last step repeated) for the next
-call. PDDM's Baoding preset: N = 700, H = 7, beta = 0.6, kappa = 20, sigma = 0.9, one
-iteration. Setting beta = 1 removes the filter; a tiny kappa removes the reward weighting
-(uniform average) — the ablations of the paper.
+call. When k actions of the plan are executed before replanning (``mpc(replan_every=k)``),
+``advance`` shifts mu by the k - 1 further steps and sets a_{-1} to the last executed
+action mu[k - 1]. PDDM's Baoding preset: N = 700, H = 7, beta = 0.6, kappa = 20,
+sigma = 0.9, one iteration. Setting beta = 1 removes the filter; a tiny kappa removes the
+reward weighting (uniform average) — the ablations of the paper.
 """
 
 from __future__ import annotations
@@ -20,21 +22,17 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mbjax.planners.base import Objective, Planner, check_bounds, check_positive, sanitize_returns
+from mbjax.planners.base import (
+    Objective,
+    Planner,
+    check_positive,
+    check_range,
+    shift,
+    shift_sequences,
+)
+from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
+from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_rounds, scorer
 from mbjax.utils.random import hash_normal
-
-
-@dataclasses.dataclass(frozen=True)
-class MPPIConfig:
-    """Static sizes. Defaults: PDDM Baoding (Nagabandi et al. 2019, App.)."""
-
-    horizon: int = 7
-    population: int = 700
-    iterations: int = 1
-
-    def __post_init__(self):
-        check_positive(horizon=self.horizon, population=self.population,
-                       iterations=self.iterations)
 
 
 @struct.dataclass
@@ -44,19 +42,40 @@ class MPPIParams:
     sigma: float = 0.9  # noise std
 
 
+def check_mppi_params(params) -> None:
+    """kappa > 0, beta in [0, 1], sigma > 0 (an ``MPPIParams`` or a spec)."""
+    check_range("kappa", params.kappa, 0, include_low=False)
+    check_range("beta", params.beta, 0.0, 1.0)
+    check_range("sigma", params.sigma, 0, include_low=False)
+
+
+@register_planner
+@dataclasses.dataclass(frozen=True)
+class MPPIConfig(PlannerSpec):
+    """The filtered-MPPI spec. Defaults: PDDM Baoding (Nagabandi et al. 2019, App.)."""
+
+    horizon: int = 7
+    population: int = 700
+    iterations: int = 1
+    kappa: float = MPPIParams.kappa
+    beta: float = MPPIParams.beta
+    sigma: float = MPPIParams.sigma
+    kind: str = spec_kind("mppi")
+    params_type = MPPIParams
+    check_params = staticmethod(check_mppi_params)
+
+    def __post_init__(self):
+        check_positive(population=self.population, iterations=self.iterations)
+        super().__post_init__()
+
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_mppi(objective, action_low, action_high, self, params)
+
+
 @struct.dataclass
 class MPPIState:
     mean: jax.Array  # [H, A]
     prev_action: jax.Array  # [A] last executed action
-
-
-def check_mppi_params(params: MPPIParams) -> None:
-    if float(params.kappa) <= 0:
-        raise ValueError(f"MPPI kappa must be > 0, got {params.kappa}")
-    if not 0.0 <= float(params.beta) <= 1.0:
-        raise ValueError(f"MPPI beta must be in [0, 1], got {params.beta}")
-    if float(params.sigma) <= 0:
-        raise ValueError(f"MPPI sigma must be > 0, got {params.sigma}")
 
 
 def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high):
@@ -76,34 +95,32 @@ def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high)
 
 def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig | None = None,
               params: MPPIParams | None = None) -> Planner:
+    """Filtered MPPI over J; see the module docstring (``params=None``:
+    ``config.default_params()``)."""
     config = config or MPPIConfig()
-    params = params or MPPIParams()
-    check_mppi_params(params)
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a = config.horizon, low.shape[0]
 
-    def init(key):
-        del key
-        return MPPIState(mean=jnp.broadcast_to(mid, (h, a)), prev_action=mid)
+    def solve(box, params: MPPIParams, objective_params, state: MPPIState, obs, key):
+        def sample(carry, key):
+            return filtered_samples(key, carry[0], state.prev_action, params.beta,
+                                    params.sigma, config.population, box.low, box.high)
 
-    def plan(params: MPPIParams, objective_params, state: MPPIState, obs, key):
-        def iteration(carry, key):
-            mean, nbad, _ = carry
-            key_s, key_obj = jax.random.split(key)
-            samples = filtered_samples(key_s, mean, state.prev_action, params.beta,
-                                       params.sigma, config.population, low, high)
-            returns, bad = sanitize_returns(objective(objective_params, obs, samples, key_obj))
+        def update(carry, samples, returns):
             w = jax.nn.softmax(params.kappa * (returns - returns.max()))
-            mean = jnp.einsum("n,nha->ha", w, samples)
-            return (mean, nbad + bad, returns.max()), None
+            return jnp.einsum("n,nha->ha", w, samples), returns.max()
 
-        keys = jax.random.split(key, config.iterations)
-        (mean, nbad, best), _ = jax.lax.scan(iteration, (state.mean, jnp.array(0),
-                                                         jnp.array(-jnp.inf)), keys)
-        action = mean[0]
-        new_mean = jnp.concatenate([mean[1:], mean[-1:]], axis=0)
-        info = {"plan": mean, "best_return": best, "num_nonfinite": nbad}
-        return action, MPPIState(mean=new_mean, prev_action=action), info
+        (mean, last_max), best = sampling_rounds(
+            scorer(objective, objective_params, obs), sample, update,
+            (state.mean, jnp.array(-jnp.inf)), no_best(state.mean), key, config.iterations)
+        # best_return: the best return of the last iteration's population.
+        best = best._replace(value=last_max)
+        return mean, best, MPPIState(mean=shift(mean, mean[-1]), prev_action=mean[0]), {}
 
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+    def advance(state: MPPIState, info, steps: int) -> MPPIState:
+        state = shift_sequences(state, config.horizon, state.mean.shape[-1], steps)
+        return state.replace(prev_action=info["plan"][steps])
+
+    def init(box):
+        return MPPIState(mean=box.middle(), prev_action=box.mid)
+
+    return make_sequence_planner(config, action_low, action_high, params, init, solve,
+                                 advance)

@@ -13,32 +13,43 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mbjax.planners.base import (
-    Objective,
-    Planner,
-    check_bounds,
-    check_positive,
-    sanitize_returns,
-    shift,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomShootingConfig:
-    horizon: int = 30
-    population: int = 1000
-    distribution: str = "uniform"
-
-    def __post_init__(self):
-        check_positive(horizon=self.horizon, population=self.population)
-        if self.distribution not in ("uniform", "gaussian"):
-            raise ValueError(f"distribution must be 'uniform' or 'gaussian', got "
-                             f"{self.distribution!r}")
+from mbjax.planners.base import Objective, Planner, check_positive, check_range, shift
+from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
+from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_round, scorer
 
 
 @struct.dataclass
 class RandomShootingParams:
     std_scale: float = 1.0  # Gaussian candidates: std = scale * (ub - lb) / 4
+
+
+def check_random_shooting_params(params) -> None:
+    """std_scale > 0 (a ``RandomShootingParams`` or a spec)."""
+    check_range("std_scale", params.std_scale, 0, include_low=False)
+
+
+@register_planner
+@dataclasses.dataclass(frozen=True)
+class RandomShootingConfig(PlannerSpec):
+    """The random-shooting spec."""
+
+    horizon: int = 30
+    population: int = 1000
+    distribution: str = "uniform"
+    std_scale: float = RandomShootingParams.std_scale
+    kind: str = spec_kind("random_shooting")
+    params_type = RandomShootingParams
+    check_params = staticmethod(check_random_shooting_params)
+
+    def __post_init__(self):
+        check_positive(population=self.population)
+        if self.distribution not in ("uniform", "gaussian"):
+            raise ValueError(f"planner.distribution must be 'uniform' or 'gaussian', got "
+                             f"{self.distribution!r}")
+        super().__post_init__()
+
+    def build(self, objective, action_low, action_high, params=None) -> Planner:
+        return make_random_shooting(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -49,29 +60,26 @@ class RandomShootingState:
 def make_random_shooting(objective: Objective, action_low, action_high,
                          config: RandomShootingConfig | None = None,
                          params: RandomShootingParams | None = None) -> Planner:
+    """Random shooting over J; see the module docstring (``params=None``:
+    ``config.default_params()``)."""
     config = config or RandomShootingConfig()
-    params = params or RandomShootingParams()
-    low, high = check_bounds(action_low, action_high)
-    mid = (low + high) / 2.0
-    h, a = config.horizon, low.shape[0]
 
-    def init(key):
-        del key
-        return RandomShootingState(best=jnp.broadcast_to(mid, (h, a)))
+    def solve(box, params: RandomShootingParams, objective_params, state, obs, key):
+        low, high = box.low, box.high
 
-    def plan(params: RandomShootingParams, objective_params, state, obs, key):
-        key_s, key_obj = jax.random.split(key)
-        shape = (config.population - 1, h, a)
-        if config.distribution == "uniform":
-            samples = jax.random.uniform(key_s, shape, minval=low, maxval=high)
-        else:
-            std = params.std_scale * (high - low) / 4.0
-            samples = jnp.clip(state.best + std * jax.random.normal(key_s, shape), low, high)
-        samples = jnp.concatenate([state.best[None], samples], axis=0)
-        returns, nbad = sanitize_returns(objective(objective_params, obs, samples, key_obj))
-        i = jnp.argmax(returns)
-        best = samples[i]
-        info = {"plan": best, "best_return": returns[i], "num_nonfinite": nbad}
-        return best[0], RandomShootingState(best=shift(best, mid)), info
+        def sample(previous, key):
+            shape = (config.population - 1, box.horizon, box.action_size)
+            if config.distribution == "uniform":
+                samples = jax.random.uniform(key, shape, minval=low, maxval=high)
+            else:
+                std = params.std_scale * (high - low) / 4.0
+                samples = jnp.clip(previous + std * jax.random.normal(key, shape), low, high)
+            return jnp.concatenate([previous[None], samples], axis=0)
 
-    return Planner(init=init, plan=plan, default_params=params, horizon=h, action_size=a)
+        _, best = sampling_round(scorer(objective, objective_params, obs), sample,
+                                 lambda carry, samples, returns: carry, state.best,
+                                 no_best(state.best), key)
+        return best.sequence, best, RandomShootingState(best=shift(best.sequence, box.mid)), {}
+
+    return make_sequence_planner(config, action_low, action_high, params,
+                                 lambda box: RandomShootingState(best=box.middle()), solve)

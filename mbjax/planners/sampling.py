@@ -1,0 +1,139 @@
+"""The skeleton every built-in planner shares; each planner writes only its own rule.
+
+``make_sequence_planner(spec, low, high, params, init, solve, advance)`` does the
+preamble (params and bounds validation, the ``ActionBox`` of bounds, their middle, H and
+A) and wraps ``solve`` into ``plan``:
+
+  solve(box, params, objective_params, state, obs, key)
+      -> (solution [H, A], best: Best, next_state, extra_info)
+  plan -> (solution[0], next_state, {"plan": solution, "best_return": best.value,
+                                     "num_nonfinite": best.num_nonfinite, **extra_info})
+
+Inside ``solve``, ``Best`` keeps the best sequence seen, its return and the count of
+non-finite returns (scored with the shared NaN policy, ``sanitize_returns``):
+``evaluate`` scores a population and updates it; ``sampling_round`` is one round of a
+sampling planner (sample from the carried distribution, score, update the distribution)
+and ``sampling_rounds`` scans it for a number of iterations with one key per round.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mbjax.planners.base import Planner, check_bounds, sanitize_returns
+from mbjax.types import Array, PRNGKey
+
+
+class ActionBox(NamedTuple):
+    """Validated action bounds [A] of a planner, their middle, and the sizes H and A."""
+
+    low: Array
+    high: Array
+    mid: Array
+    horizon: int
+    action_size: int
+
+    def middle(self) -> Array:
+        """The constant sequence [H, A] at the middle of the bounds (every initial mean)."""
+        return jnp.broadcast_to(self.mid, (self.horizon, self.action_size))
+
+
+def action_box(action_low, action_high, horizon: int) -> ActionBox:
+    """``ActionBox`` of bounds checked by ``check_bounds``; mid = (low + high) / 2."""
+    low, high = check_bounds(action_low, action_high)
+    return ActionBox(low, high, (low + high) / 2.0, horizon, low.shape[0])
+
+
+class Best(NamedTuple):
+    """The best sequence [H, A] seen, its return [] and the non-finite returns seen []."""
+
+    sequence: Array
+    value: Array
+    num_nonfinite: Array
+
+
+def no_best(sequence: Array) -> Best:
+    """Nothing seen yet: ``sequence`` [H, A] with return -inf and no non-finite count."""
+    return Best(sequence, jnp.array(-jnp.inf), jnp.array(0))
+
+
+def track_best(best: Best, samples: Array, returns: Array) -> tuple[Best, Array]:
+    """Updates ``best`` with a scored population samples [N, H, A], returns [N].
+
+    Non-finite returns count as -inf (``sanitize_returns``); the best of the population,
+    i = argmax R, replaces ``best`` when R_i > best.value. Returns (best, sanitized R).
+    """
+    returns, bad = sanitize_returns(returns)
+    i = jnp.argmax(returns)
+    better = returns[i] > best.value
+    best = Best(jnp.where(better, samples[i], best.sequence),
+                jnp.maximum(best.value, returns[i]), best.num_nonfinite + bad)
+    return best, returns
+
+
+Score = Callable[[Array, PRNGKey], Array]  # (samples [N, H, A], key) -> returns [N]
+
+
+def scorer(objective, objective_params, obs) -> Score:
+    """J with its first two arguments bound: (samples, key) -> returns [N]."""
+    return functools.partial(objective, objective_params, obs)
+
+
+def evaluate(score: Score, samples: Array, key: PRNGKey, best: Best) -> tuple[Best, Array]:
+    """Scores samples [N, H, A] with J (``score``) and tracks them: (best, returns [N])."""
+    return track_best(best, samples, score(samples, key))
+
+
+def sampling_round(score: Score, sample: Callable, update: Callable, carry: Any,
+                   best: Best, key: PRNGKey) -> tuple[Any, Best]:
+    """One round: samples = sample(carry, k1) [N, H, A], R = J(samples; k2) (sanitized),
+    carry = update(carry, samples, R), with (k1, k2) = split(key)."""
+    key_sample, key_score = jax.random.split(key)
+    samples = sample(carry, key_sample)
+    best, returns = evaluate(score, samples, key_score, best)
+    return update(carry, samples, returns), best
+
+
+def sampling_rounds(score: Score, sample: Callable, update: Callable, carry: Any,
+                    best: Best, key: PRNGKey, iterations: int) -> tuple[Any, Best]:
+    """``iterations`` rounds in a ``lax.scan``, round i keyed by split(key, iterations)[i]."""
+
+    def body(state, key):
+        return sampling_round(score, sample, update, *state, key), None
+
+    (carry, best), _ = jax.lax.scan(body, (carry, best), jax.random.split(key, iterations))
+    return carry, best
+
+
+def make_sequence_planner(spec, action_low, action_high, params: Any,
+                          init: Callable[[ActionBox], Any], solve: Callable,
+                          advance: Callable | None = None) -> Planner:
+    """A ``Planner`` from a planner's own ``init`` and ``solve`` (module docstring).
+
+    Args:
+      spec: the planner's spec (``PlannerSpec``: its ``horizon``, ``default_params`` and
+        ``check_params`` are used).
+      action_low, action_high: bounds [A].
+      params: the default tunable floats; None = ``spec.default_params()``.
+      init: box -> the initial state (the warm start at the middle of the bounds).
+      solve: (box, params, objective_params, state, obs, key) -> (solution [H, A], Best,
+        next state, extra info dict).
+      advance: the planner's ``advance`` (None: the generic shift, ``planner_advance``).
+    """
+    params = spec.default_params() if params is None else params
+    spec.check_params(params)
+    box = action_box(action_low, action_high, spec.horizon)
+
+    def plan(params, objective_params, state, obs, key):
+        solution, best, state, extra = solve(box, params, objective_params, state, obs, key)
+        info = {"plan": solution, "best_return": best.value,
+                "num_nonfinite": best.num_nonfinite, **extra}
+        return solution[0], state, info
+
+    return Planner(init=lambda key: init(box), plan=plan, default_params=params,
+                   horizon=box.horizon, action_size=box.action_size, advance=advance)
