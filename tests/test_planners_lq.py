@@ -1,29 +1,42 @@
-"""Planners find the optimum of linear-quadratic problems (known answer by least squares)."""
+"""Planners find the optimum of linear-quadratic problems (known answer by least squares),
+and MPC / open-loop execution on the same linear system: warm starts after k executed
+actions."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mbjax.envs as envs
 import mbjax.planners as P
+from mbjax.envs.wrappers import VmapWrapper
 
 H, S, A = 10, 3, 2
 LOW, HIGH = -jnp.full(A, 4.0), jnp.full(A, 4.0)
 
 
-def lq_problem(seed):
-    """x' = F x + G u; J = -(sum_{t=1..H} x_t' Q x_t + sum_t u_t' R u_t); optimum by LS."""
+def lq_system(seed):
+    """(F [S, S], G [S, A], x0 [S]) of x' = F x + G u, and the reward
+    r(x, u, x') = -(x'^T Q x' + u^T R u) with Q = I, R = 0.1 I."""
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
     f = jnp.eye(S) + 0.15 * jax.random.normal(k1, (S, S))
     g = 0.5 * jax.random.normal(k2, (S, A))
     x0 = jax.random.normal(k3, (S,))
+
+    def reward(x, u, nx):
+        return -(nx @ nx + 0.1 * u @ u)
+
+    return f, g, x0, reward
+
+
+def lq_problem(seed):
+    """x' = F x + G u; J = -(sum_{t=1..H} x_t' Q x_t + sum_t u_t' R u_t); optimum by LS."""
+    f, g, x0, reward = lq_system(seed)
     q, r = jnp.eye(S), 0.1 * jnp.eye(A)
 
     def step(params, x, u):
         return f @ x + g @ u
-
-    def reward(x, u, nx):
-        return -(nx @ q @ nx + u @ r @ u)
 
     objective = P.make_sequence_objective(step, reward)
     # Stacked prediction x_{1..H} = M u + c, solved in float64 with numpy.
@@ -99,3 +112,86 @@ def test_random_shooting_beats_zero_sequence(seed):
         horizon=H, population=2000, distribution="gaussian"))
     plan = _run(planner, planner.default_params, x0)
     assert cost(plan) < cost(np.zeros((H, A)))
+
+
+# --- executing plans on the linear system ------------------------------------------------
+
+
+class LinearEnv(envs.Env):
+    """The LQ system of ``lq_system(seed)`` as an env: obs = x, physics = (x, t); with
+    ``terminate_at`` > 0 the episode terminates at step t = terminate_at."""
+
+    name = "test_linear"
+    observation_size = S
+    action_size = A
+    dt = 0.1
+
+    def __init__(self, seed=0, terminate_at=0):
+        self.f, self.g, self.x0, self.reward = lq_system(seed)
+        self.terminate_at = terminate_at
+
+    action_low = property(lambda self: LOW)
+    action_high = property(lambda self: HIGH)
+
+    def _reset(self, key):
+        zero = jnp.zeros(())
+        return envs.State(physics={"x": self.x0, "t": zero}, obs=self.x0, reward=zero,
+                          done=zero)
+
+    def _step(self, state, u):
+        x, t = state.physics["x"], state.physics["t"] + 1
+        nx = self.f @ x + self.g @ u
+        done = jnp.where((self.terminate_at > 0) & (t >= self.terminate_at), 1.0, 0.0)
+        return state.replace(physics={"x": nx, "t": t}, obs=nx, reward=self.reward(x, u, nx),
+                             done=done)
+
+
+def small_planner(name, objective):
+    if name == "cem":
+        return P.make_cem(objective, LOW, HIGH, P.CEMConfig(
+            horizon=H, population=64, num_elites=8, iterations=2))
+    return P.make_mppi(objective, LOW, HIGH, P.MPPIConfig(
+        horizon=H, population=64, iterations=2, kappa=1.0, beta=0.7, sigma=0.5))
+
+
+def warm_start_after(name, state, plan, k):
+    """The known warm start after executing plan[:k] (plans [..., H, A]): the plan shifted
+    by k, the k last steps the middle of the bounds (CEM, 0 here) or plan[H - 1] (MPPI),
+    and for MPPI a_{-1} = plan[k - 1], the last executed action."""
+    if name == "cem":
+        fill = jnp.zeros_like(plan[..., :k, :])
+        return state.replace(mean=jnp.concatenate([plan[..., k:, :], fill], axis=-2))
+    fill = jnp.repeat(plan[..., -1:, :], k, axis=-2)
+    return state.replace(mean=jnp.concatenate([plan[..., k:, :], fill], axis=-2),
+                         prev_action=plan[..., k - 1, :])
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_mpc_replan_every_k_warm_starts_from_the_plan_shifted_by_k(name, batched):
+    k, num_steps, n = 3, 6, 2
+    objective = lq_problem(0)[0]
+    planner, env = small_planner(name, objective), LinearEnv(0)
+    if batched:
+        planner, env = P.batch(planner), VmapWrapper(env, n)
+    key = jax.random.PRNGKey(0)
+    init_keys = jax.random.split(key, n) if batched else key
+    env_state = env.reset(key)
+    _, pstate, transitions, infos = jax.jit(lambda s, ps, key: P.mpc(
+        env, planner, planner.default_params, None, s, ps, key, num_steps,
+        replan_every=k))(env_state, planner.init(init_keys), key)
+    # By hand: plan, execute k actions, replan from the known warm start.
+    plan = jax.jit(planner.plan)
+    manual_state, s, actions = planner.init(init_keys), env_state, []
+    for i, key_i in enumerate(jax.random.split(key, num_steps // k)):
+        _, after, info = plan(planner.default_params, None, manual_state, s.obs,
+                              jax.random.split(key_i, n) if batched else key_i)
+        np.testing.assert_allclose(infos["plan"][i], info["plan"], rtol=1e-5, atol=1e-5)
+        for t in range(k):
+            a = info["plan"][..., t, :]
+            s = env.step(s, a)
+            actions.append(a)
+        manual_state = warm_start_after(name, after, info["plan"], k)
+    np.testing.assert_allclose(transitions.action, jnp.stack(actions), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(pstate, manual_state, rtol=1e-5, atol=1e-5)
+

@@ -1,9 +1,18 @@
 """Executing plans in an environment: open-loop and closed-loop MPC, both as ``lax.scan``.
 
-* ``open_loop``: plan once from the start state, then execute the whole plan (H steps).
-* ``mpc``: replan every ``replan_every`` steps (1 = classic MPC) from the current state
-  with the warm-started planner state, execute the first ``replan_every`` actions of
-  the plan, repeat; ``num_steps`` must be a multiple of ``replan_every``.
+* ``open_loop``: plan once from the start state, then execute the whole plan (H steps);
+  on a deterministic system the executed return is the plan's predicted return (tested on
+  a linear-quadratic problem in tests/test_planners_lq.py).
+* ``mpc``: replan every ``replan_every`` = k steps (1 = classic MPC) from the current state
+  with the warm-started planner state, execute the first k actions of the plan, repeat;
+  ``num_steps`` must be a multiple of k.
+
+Warm starts in ``mpc``. ``plan`` returns a state warm-started for one executed action;
+after k actions ``mpc`` calls ``planner.advance(state, info, k - 1)`` (the generic shift of
+``planners.base.planner_advance`` when the planner has none), so the next call starts
+from the plan shifted by k, its last steps filled as the planner fills its own shift (the
+middle of the bounds, or the repeated last action for MPPI), and MPPI's filter starts from
+the last executed action plan[k - 1]. For k = 1 nothing changes.
 
 Both return the transitions for data aggregation (``mbjax.types.Transition``, leading time
 axis) and the planner infos. For N environments pass a batched env
@@ -20,7 +29,7 @@ import jax
 
 from mbjax.envs.acting import transition
 from mbjax.envs.base import Env, State
-from mbjax.planners.base import Planner
+from mbjax.planners.base import Planner, planner_advance
 from mbjax.types import PRNGKey
 
 
@@ -52,18 +61,19 @@ def mpc(env: Env, planner: Planner, params, objective_params, env_state: State,
         raise ValueError(f"num_steps ({num_steps}) must be a multiple of replan_every "
                          f"({replan_every})")
     batched = env_state.obs.ndim == 2
+    advance = planner_advance(planner)
 
     def replan(carry, key):
         env_state, planner_state = carry
+        keys = jax.random.split(key, env_state.obs.shape[0]) if batched else key
+        _, planner_state, info = planner.plan(params, objective_params, planner_state,
+                                              observe(env_state), keys)
         if batched:
-            keys = jax.random.split(key, env_state.obs.shape[0])
-            _, planner_state, info = planner.plan(params, objective_params, planner_state,
-                                                  observe(env_state), keys)
             actions = info["plan"][:, :replan_every].swapaxes(0, 1)  # [k, N, A]
         else:
-            _, planner_state, info = planner.plan(params, objective_params, planner_state,
-                                                  observe(env_state), key)
             actions = info["plan"][:replan_every]
+        if replan_every > 1:
+            planner_state = advance(planner_state, info, replan_every - 1)
         env_state, transitions = _execute(env, env_state, actions)
         return (env_state, planner_state), (transitions, info)
 
