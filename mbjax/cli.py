@@ -1,12 +1,14 @@
 """The ``mbjax`` command line.
 
   mbjax train [PRESET] [--any.config.field VALUE ...]   train (default preset: pddm-cpu)
+  mbjax train PRESET --overwrite ...                    replace an old run of that name
   mbjax train --resume RUN_DIR [--devices 0 ...]        continue a run (runtime flags allowed)
   mbjax eval RUN_DIR                                    MPC episodes with a run's model
   mbjax sweep SPEC.yaml                                 grid sweep (floats vmapped), table + plot
   mbjax sweep SPEC.yaml --wandb                         write a wandb sweep (many machines)
   mbjax agent --preset=P --field=value ...              one wandb-sweep run (wandb agent)
   mbjax presets | mbjax envs                            list presets / environments
+  mbjax --version                                       the package version
   mbjax rollout [--env ...]                             random-policy rollout report
   mbjax diagnostics [--env ...]                         model error, k-step error, calibration
 
@@ -38,65 +40,114 @@ def _envs() -> int:
 
 
 def _presets() -> int:
-    from mbjax.training import presets
+    from mbjax.runner import presets
 
     for name, cfg in presets.PRESETS.items():
         default = "  (default)" if name == presets.DEFAULT_PRESET else ""
-        kind = getattr(cfg, "description", cfg.planner.kind)
-        print(f"{name:24s} {cfg.env.name:18s} {kind:16s} "
+        print(f"{name:24s} {cfg.algorithm:8s} {cfg.env.name:18s} {cfg.description:20s} "
               f"{cfg.num_iterations:4d} iterations{default}")
     return 0
 
 
-def _train(argv: list[str]) -> int:
-    from mbjax.training import presets
-    from mbjax.training.run import run
+def pop_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """(value of ``flag VALUE`` or ``flag=VALUE`` in argv, argv without it)."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError(f"{flag} needs a value")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
 
-    resume = None
-    if "--resume" in argv:
-        i = argv.index("--resume")
-        if i + 1 >= len(argv):
-            raise ValueError("--resume needs a run directory")
-        resume = argv[i + 1]
-        argv = argv[:i] + argv[i + 2:]
+
+def config_cli(default, argv: list[str], prog: str):
+    """``default`` with the flags in ``argv`` applied (tyro; every field is a flag).
+
+    ``--planner.kind NAME`` first swaps the planner for the registered planner NAME
+    (carrying over the fields both share), so the planner's own flags then apply.
+    """
+    from mbjax.planners import switch_planner
+
+    kind, argv = pop_option(argv, "--planner.kind")
+    if kind is not None:
+        if not hasattr(default, "planner"):
+            raise ValueError(f"{type(default).__name__} has no planner (--planner.kind)")
+        default = dataclasses.replace(default, planner=switch_planner(default.planner, kind))
+    config = tyro.cli(type(default), default=default, args=argv, prog=prog)
+    return dataclasses.replace(config)  # re-run validation of the top level
+
+
+def _train(argv: list[str]) -> int:
+    from mbjax.runner import presets
+    from mbjax.runner.run import load_run_config, run
+
+    resume, argv = pop_option(argv, "--resume")
+    overwrite = "--overwrite" in argv
+    argv = [a for a in argv if a != "--overwrite"]
+    if overwrite and resume is not None:
+        raise ValueError("--overwrite starts a new run; it cannot be combined with --resume")
+    if resume is not None:
         if not argv:
             run(None, resume=resume)
             return 0
-        if argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-            # Flags on top of the run's own config (e.g. --devices 0 or the
-            # --distributed.* of a multi-host resume); changing anything else is refused.
-            from mbjax.training.run import load_run_config
-
-            stored = load_run_config(resume)
-            config = tyro.cli(type(stored), default=stored, args=argv,
-                              prog="mbjax train --resume RUN_DIR")
-            run(config, resume=resume)
-            return 0
-    if not argv or argv[0] not in presets.PRESETS and argv[0] not in ("-h", "--help"):
-        if argv and not argv[0].startswith("-"):
-            raise KeyError(f"unknown preset {argv[0]!r}; valid presets: "
-                           f"{', '.join(presets.PRESETS)}")
-        argv = [presets.DEFAULT_PRESET] + argv
-    config = tyro.extras.overridable_config_cli(
-        {name: (f"{cfg.env.name} / {getattr(cfg, 'description', cfg.planner.kind)}", cfg)
-         for name, cfg in presets.PRESETS.items()},
-        args=argv, prog="mbjax train",
-        description="Model-based RL: prefill, then fit model -> MPC episodes -> aggregate.")
-    config = dataclasses.replace(config)  # re-run validation of the top level
+        # Flags on top of the run's own config (e.g. --devices 0 or the --distributed.* of
+        # a multi-host resume); changing anything else is refused by run().
+        run(config_cli(load_run_config(resume), argv, "mbjax train --resume RUN_DIR"),
+            resume=resume)
+        return 0
+    name = presets.DEFAULT_PRESET
+    if argv and not argv[0].startswith("-"):
+        name, argv = argv[0], argv[1:]
+    config = config_cli(presets.get(name), argv, f"mbjax train {name}")
     import mbjax.envs as envs
 
     envs.make(config.env.name)  # unknown env names fail here, before any compilation
-    run(config, resume=resume)
+    run(config, overwrite=overwrite)
     return 0
 
 
 def _eval(argv: list[str]) -> int:
-    from mbjax.training.run import evaluate
+    import argparse
 
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: mbjax eval RUN_DIR", file=sys.stderr)
-        return 2
-    evaluate(argv[0])
+    from mbjax.runner.run import evaluate
+
+    parser = argparse.ArgumentParser(
+        prog="mbjax eval", description="Evaluation episodes with a run's latest checkpoint "
+        "(nothing is trained or stored; writes RUN_DIR/eval.json).")
+    parser.add_argument("run_dir", help="a run directory (runs/<name>)")
+    parser.add_argument("--seed", type=int, default=1234, help="key of the episodes")
+    args = parser.parse_args(argv)
+    evaluate(args.run_dir, seed=args.seed)
+    return 0
+
+
+def _sweep(argv: list[str]) -> int:
+    import argparse
+
+    from mbjax.runner.sweep import load_spec, run_sweep, write_wandb_sweep
+
+    parser = argparse.ArgumentParser(
+        prog="mbjax sweep", description="Grid sweep over config fields; the agent's traced "
+        "floats are vmapped with the seeds (format: mbjax.runner.sweep).")
+    parser.add_argument("spec", help="YAML or JSON sweep spec")
+    parser.add_argument("--wandb", action="store_true",
+                        help="only write a wandb sweep config (grid, program mbjax agent)")
+    args = parser.parse_args(argv)
+    (write_wandb_sweep if args.wandb else run_sweep)(load_spec(args.spec))
+    return 0
+
+
+def _agent(argv: list[str]) -> int:
+    from mbjax.runner.sweep import run_agent
+
+    if argv in (["-h"], ["--help"]):
+        print("usage: mbjax agent --preset=P [--grid=a.b,c] [--a.b=VALUE ...]\n\n"
+              "One wandb-sweep run: the dotted --field=value arguments (as wandb agent "
+              "passes them, values parsed as YAML) are applied to the preset, then it "
+              "trains and logs to wandb (WANDB_MODE decides online/offline).")
+        return 0
+    run_agent(argv)
     return 0
 
 
@@ -106,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"mbjax {version('mbjax')}")
+        return 0
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":
@@ -113,27 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         if command == "eval":
             return _eval(rest)
         if command == "sweep":
-            wandb = "--wandb" in rest
-            rest = [a for a in rest if a != "--wandb"]
-            if len(rest) != 1 or rest[0].startswith("-"):
-                print("usage: mbjax sweep SPEC.yaml [--wandb]  (see mbjax.training.sweep "
-                      "for the format)", file=sys.stderr)
-                return 2
-            from mbjax.training.sweep import load_spec, run_sweep, write_wandb_sweep
-
-            (write_wandb_sweep if wandb else run_sweep)(load_spec(rest[0]))
-            return 0
+            return _sweep(rest)
         if command == "agent":
-            from mbjax.training.sweep import run_agent
-
-            run_agent(rest)
-            return 0
+            return _agent(rest)
         if command == "presets":
             return _presets()
         if command == "envs":
             return _envs()
         if command == "diagnostics":
-            from mbjax.models.diagnostics import DiagnosticsConfig, run_diagnostics
+            from mbjax.jobs.diagnostics import DiagnosticsConfig, run_diagnostics
 
             run_diagnostics(tyro.cli(DiagnosticsConfig, args=rest, prog="mbjax diagnostics"))
             return 0

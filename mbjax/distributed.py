@@ -38,7 +38,7 @@ def initialize(config) -> None:
     """Calls ``jax.distributed.initialize`` as ``config`` (a ``DistributedConfig``) says.
 
     A no-op when ``config`` is None or not enabled, or when already initialised. Must run
-    before anything touches a JAX device (``mbjax.training.run.run`` calls it first).
+    before anything touches a JAX device (``mbjax.runner.run.run`` calls it first).
     """
     if config is None or not config.enabled or is_initialized():
         return

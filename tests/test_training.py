@@ -19,17 +19,20 @@ import mbjax.envs as envs
 from mbjax.checkpoint import CheckpointError
 from mbjax.cli import main
 from mbjax.models import EnsembleConfig, ModelTrainConfig
-from mbjax.training import EnvConfig, PlannerConfig, TrainConfig, make_train, presets
-from mbjax.training.run import list_checkpoints, read_metrics, run
+from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig, make_agent, make_mpc_agent
+from mbjax.planners import MPPIConfig
+from mbjax.runner import presets
+from mbjax.runner.run import list_checkpoints, read_metrics, run
 
-TINY = TrainConfig(
+TINY = MPCConfig(
     preset="tiny",
     env=EnvConfig(name="pendulum", episode_length=50),
     model=EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
                          probabilistic=False, weight_decay=()),
     model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
-    planner=PlannerConfig(kind="mppi", horizon=10, population=32, kappa=1.0, beta=0.7,
-                          sigma=1.0, num_particles=2),
+    planner=MPPIConfig(horizon=10, population=32, kappa=1.0, beta=0.7,
+                          sigma=1.0),
+    objective=ObjectiveConfig(num_particles=2),
     num_envs=2, num_iterations=3, buffer_capacity=2000,
 )
 
@@ -48,10 +51,11 @@ def test_pddm_learns_pendulum_swing_up():
         model=EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
                              probabilistic=False, weight_decay=()),
         model_train=ModelTrainConfig(batch_size=64, max_epochs=20),
-        planner=PlannerConfig(kind="mppi", horizon=25, population=128, kappa=1.0, beta=0.7,
-                              sigma=1.0, num_particles=3),
+        planner=MPPIConfig(horizon=25, population=128, kappa=1.0, beta=0.7,
+                              sigma=1.0),
+    objective=ObjectiveConfig(num_particles=3),
         num_iterations=5, buffer_capacity=10_000)
-    trainer = make_train(cfg)
+    trainer = make_mpc_agent(cfg)
     _, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
     returns = np.asarray(metrics["return_mean"])
     assert returns[0] < -700, returns  # the first MPC episode uses a random-data model
@@ -60,7 +64,7 @@ def test_pddm_learns_pendulum_swing_up():
 
 @pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_k_seeds_equal_k_single_seed_runs():
-    trainer = make_train(dataclasses.replace(TINY, num_iterations=2))
+    trainer = make_mpc_agent(dataclasses.replace(TINY, num_iterations=2))
     keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(7)])
     _, batched = jax.jit(jax.vmap(trainer.train))(keys)
     train = jax.jit(trainer.train)
@@ -82,7 +86,7 @@ def test_each_piece_compiles_once_over_iterations():
             counts["reset"] += 1
             return super()._reset(key)
 
-    trainer = make_train(TINY, task_env=CountingPendulum())
+    trainer = make_mpc_agent(TINY, task_env=CountingPendulum())
     chex.clear_trace_counter()
     iteration = jax.jit(chex.assert_max_traces(trainer.train_iteration, n=1))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
@@ -120,9 +124,9 @@ def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
     ckpts = list_checkpoints(tmp_path / "r")
     assert [p.name for p in ckpts] == ["iter_000001", "iter_000002"]
     from mbjax import checkpoint
-    from mbjax.training.run import comparable_config
+    from mbjax.runner.run import comparable_config
 
-    trainer = make_train(other)
+    trainer = make_mpc_agent(other)
     template = jax.eval_shape(jax.vmap(trainer.init), jnp.stack([jax.random.PRNGKey(0)]))
     with pytest.raises(CheckpointError, match="planner.horizon: checkpoint 10, expected 12"):
         checkpoint.load(ckpts[-1], template, {"config": comparable_config(other),
@@ -133,7 +137,7 @@ def test_mismatched_config_and_corrupt_checkpoint(tmp_path):
             f.write_bytes(b"\0garbage" * 8)
     with pytest.raises(CheckpointError, match="corrupt"):
         checkpoint.load(ckpts[-1], jax.eval_shape(
-            jax.vmap(make_train(cfg).init), jnp.stack([jax.random.PRNGKey(0)])),
+            jax.vmap(make_mpc_agent(cfg).init), jnp.stack([jax.random.PRNGKey(0)])),
             {"config": comparable_config(cfg), "iteration": 2})
     summary = run(None, resume=tmp_path / "r")  # falls back to iter_000001, reruns iter 2
     assert summary["iterations"] == 2
@@ -184,7 +188,7 @@ def test_cli_train_help_and_bad_values(capsys):
     assert main(["train", "--env.name", "nope"]) == 2
     assert "unknown environment 'nope'" in capsys.readouterr().err
     assert main(["train", "nopreset"]) == 2
-    assert "valid presets" in capsys.readouterr().err
+    assert "unknown preset 'nopreset'" in capsys.readouterr().err
     assert main(["presets"]) == 0
     assert "pddm-cpu" in capsys.readouterr().out
 
@@ -206,8 +210,8 @@ def test_run_writes_run_directory(tmp_path):
 
 
 def test_default_config_is_valid_pddm():
-    cfg = TrainConfig()  # the defaults form a consistent (PDDM) config
-    assert (cfg.model.num_members, cfg.planner.kind, cfg.planner.num_particles) == (3, "mppi", 3)
+    cfg = MPCConfig()  # the defaults form a consistent (PDDM) config
+    assert (cfg.model.num_members, cfg.planner.kind, cfg.objective.num_particles) == (3, "mppi", 3)
     assert cfg.model.hidden_sizes == (500, 500) and not cfg.model.probabilistic
 
 
@@ -217,9 +221,7 @@ def test_every_preset_builds_and_traces(name):
     """Each preset is a valid config whose trainer's state and iteration trace (abstractly:
     ``jax.eval_shape``, nothing compiles) and whose iteration returns a finite-shaped
     ``return_mean`` per seed."""
-    from mbjax.training.run import make_trainer
-
-    trainer = make_trainer(presets.get(name))
+    trainer = make_agent(presets.get(name))
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
     _, metrics = jax.eval_shape(trainer.train_iteration, state)
     assert metrics["return_mean"].shape == ()

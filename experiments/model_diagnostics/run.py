@@ -20,7 +20,7 @@ from pathlib import Path
 import tyro
 
 import mbjax  # noqa: F401  (CPU XLA flags before any JAX computation)
-from mbjax.models.diagnostics import DiagnosticsConfig, run_diagnostics
+from mbjax.jobs.diagnostics import DiagnosticsConfig, run_diagnostics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,15 +19,17 @@ measured before step 3 trains on them (normalised action units, [-1, 1]^A). At t
 the student costs one MLP forward per action against the planner's
 population x horizon x particles model steps (``experiments/mbpo/distill.py`` times both).
 
-``make_distill_train(config)`` returns a trainer with the ``init / train_iteration /
-train / evaluate`` interface of ``mbjax.training.loop.Trainer``, so ``mbjax train
-mpc-distill`` runs it with the usual run directory and checkpoints.
+``make_distill_agent(config)`` returns an agent (``mbjax.agents.base``: init /
+train_iteration / train / evaluate / default_hparams), so ``mbjax train mpc-distill``
+runs it with the usual run directory, checkpoints, devices and sweeps. Traced floats
+(``DistillHParams``): the teacher planner's params, the objective's, the model and
+student learning rates and the DAgger ``beta_decay``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,27 +38,49 @@ from flax import struct
 
 import mbjax.envs as envs
 import mbjax.planners as P
+from mbjax.agents.base import (
+    batched_env,
+    example_transition,
+    first_episode_return,
+    make_task,
+    model_objective,
+    register_agent,
+    scan_train,
+    simulator_objective,
+)
+from mbjax.agents.config import (
+    OBJECTIVE_TRACED_FIELDS,
+    EnvConfig,
+    ObjectiveConfig,
+    RunConfig,
+    objective_params,
+)
 from mbjax.buffers import as_dataset, make_replay_buffer
-from mbjax.envs.wrappers import EpisodeWrapper
+from mbjax.envs.wrappers import strip_episode_info
 from mbjax.models.ensemble import EnsembleConfig, EnsembleModel
 from mbjax.models.training import ModelTrainConfig, make_model_trainer
 from mbjax.networks.mlp import ACTIVATIONS, ensemble_mlp_init, mlp_apply
-from mbjax.training.config import EnvConfig, PlannerConfig, WandbConfig
-from mbjax.types import PRNGKey, Transition
+from mbjax.planners import MPPIConfig, PlannerSpec, traced_fields
+from mbjax.planners.objectives import ObjectiveParams
+from mbjax.types import PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(RunConfig):
     """Planner distillation with DAgger. Defaults: a CPU-sized pendulum swing-up with the
     true-simulator MPPI teacher of the ``true-dynamics-mpc-cpu`` preset."""
 
-    algorithm: Literal["distill"] = "distill"
-    """Tag that tells the run directory which trainer to build (leave as is)."""
+    algorithm = "distill"
+
     preset: str = "mpc-distill"
     env: EnvConfig = EnvConfig(name="pendulum")
-    planner: PlannerConfig = PlannerConfig(kind="mppi", horizon=25, population=128,
-                                           kappa=1.0, beta=0.7, sigma=1.0, num_particles=3)
-    """The teacher's planner."""
+    num_envs: int = 4
+    num_iterations: int = 6
+    planner: PlannerSpec = MPPIConfig(horizon=25, population=128, kappa=1.0, beta=0.7,
+                                      sigma=1.0)
+    """The teacher's planner (any registered kind)."""
+    objective: ObjectiveConfig = ObjectiveConfig(num_particles=3)
+    """The learned teacher's objective (the simulator teacher uses only its discount)."""
     true_dynamics: bool = True
     """Teacher plans on the true simulator; False: on an ensemble fitted to the data."""
     model: EnsembleConfig = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
@@ -69,51 +93,68 @@ class DistillConfig:
     """Student MLP."""
     activation: str = "relu"
     learning_rate: float = 1e-3
+    """Student Adam step size (traced)."""
     batch_size: int = 256
     student_updates: int = 500
     """Adam steps on the aggregated dataset per iteration."""
     beta_decay: float = 0.3
     """DAgger mixing: iteration i executes the teacher with probability beta_decay^i."""
-    num_envs: int = 4
     episodes_per_iteration: int = 1
-    num_iterations: int = 6
     dataset_capacity: int = 50_000
     buffer_capacity: int = 50_000
     """Real transitions kept for the learned teacher's model."""
     eval_envs: int = 4
-    seed: int = 0
-    num_seeds: int = 1
-    out_dir: str = "runs"
-    run_name: str = ""
-    checkpoint_every: int = 1
-    wandb: WandbConfig = WandbConfig()
 
     def __post_init__(self):
-        for f in ("student_updates", "num_envs", "episodes_per_iteration", "num_iterations",
-                  "dataset_capacity", "buffer_capacity", "eval_envs", "num_seeds",
-                  "batch_size"):
+        super().__post_init__()
+        for f in ("student_updates", "episodes_per_iteration", "dataset_capacity",
+                  "buffer_capacity", "eval_envs", "batch_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         if not 0.0 <= self.beta_decay <= 1.0:
             raise ValueError(f"beta_decay must be in [0, 1], got {self.beta_decay}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}")
+            raise ValueError(f"unknown activation {self.activation!r}; valid: "
+                             f"{', '.join(ACTIVATIONS)}")
         if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be > 0")
-        if self.prefill_episodes < 0 or self.checkpoint_every < 0:
-            raise ValueError("prefill_episodes and checkpoint_every must be >= 0")
-        if (not self.true_dynamics and self.planner.propagation != "expectation"
-                and self.planner.num_particles % self.model.num_members):
-            raise ValueError(f"planner.num_particles ({self.planner.num_particles}) must be "
-                             f"a multiple of model.num_members ({self.model.num_members})")
-
-    @property
-    def default_run_name(self) -> str:
-        return self.run_name or f"{self.preset}-{self.env.name.replace('/', '_')}-seed{self.seed}"
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.prefill_episodes < 0:
+            raise ValueError(f"prefill_episodes must be >= 0, got {self.prefill_episodes}")
+        if not self.true_dynamics:
+            self.objective.check_particles(self.model.num_members)
+        elif self.objective.uncertainty_penalty or self.objective.risk_aversion:
+            raise ValueError("objective.uncertainty_penalty and objective.risk_aversion "
+                             "need a learned teacher (true_dynamics False)")
 
     @property
     def description(self) -> str:
         return f"distill {self.planner.kind}" + ("" if self.true_dynamics else " (model)")
+
+
+@struct.dataclass
+class DistillHParams:
+    """Distillation's traced floats."""
+
+    planner: Any
+    objective: ObjectiveParams
+    model_learning_rate: Any
+    learning_rate: Any  # the student's Adam step size
+    beta_decay: Any
+
+
+def distill_hparams(config: DistillConfig) -> DistillHParams:
+    return DistillHParams(planner=config.planner.default_params(),
+                          objective=objective_params(config.objective),
+                          model_learning_rate=config.model_train.learning_rate,
+                          learning_rate=config.learning_rate, beta_decay=config.beta_decay)
+
+
+def distill_traced_fields(config: DistillConfig) -> tuple[str, ...]:
+    return (tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
+            + OBJECTIVE_TRACED_FIELDS
+            + ("model_train.learning_rate", "learning_rate", "beta_decay"))
 
 
 @struct.dataclass
@@ -123,17 +164,64 @@ class DistillState:
     dataset: Any  # replay-buffer state of {"obs", "action"} labels
     real_buffer: Any  # real transitions (learned teacher) or None
     model_state: Any  # the teacher's ensemble or None
+    hparams: DistillHParams
     key: PRNGKey
     iteration: jax.Array
     env_steps: jax.Array
 
 
-class DistillTrainer(NamedTuple):
+class Student(NamedTuple):
+    """The student policy a = mid + half tanh(f_phi(s)) and its regression step."""
+
+    init: Any  # (key) -> layers
+    act: Any  # (layers, obs [..., O]) -> action [..., A]
+    fit: Any  # (layers, opt_state, sample(key) -> batch, key, learning_rate) -> (...)
+    optimizer: optax.GradientTransformation  # scale_by_adam (opt_state = optimizer.init)
+    half: jax.Array  # [A] half the action range: errors are in units of it
+
+
+def make_student(obs_size: int, action_size: int, low, high, hidden_sizes, activation: str,
+                 num_updates: int) -> Student:
+    """``fit`` runs ``num_updates`` Adam steps on mean ||(pi(s) - a*) / half||^2 over
+    batches drawn by ``sample(key)``; returns (layers, opt_state, losses [num_updates])."""
+    low, high = jnp.asarray(low, jnp.float32), jnp.asarray(high, jnp.float32)
+    mid, half = 0.5 * (high + low), 0.5 * (high - low)
+    adam = optax.scale_by_adam()  # the step size is traced (times -learning_rate)
+
+    def init(key):
+        return ensemble_mlp_init(key, 1, (obs_size, *hidden_sizes, action_size))
+
+    def act(layers, obs):
+        return mid + half * jnp.tanh(mlp_apply(layers, obs, activation))
+
+    def fit(layers, opt_state, sample, key, learning_rate):
+        def body(c, key):
+            layers, opt_state = c
+            batch = sample(key)
+
+            def loss_fn(layers):
+                pred = act(layers, batch["obs"])
+                return jnp.mean(jnp.sum(((pred - batch["action"]) / half) ** 2, axis=-1))
+
+            loss, grads = jax.value_and_grad(loss_fn)(layers)
+            direction, opt_state = adam.update(grads, opt_state, layers)
+            step = jax.tree_util.tree_map(lambda u: u * -learning_rate, direction)
+            return (optax.apply_updates(layers, step), opt_state), loss
+
+        (layers, opt_state), losses = jax.lax.scan(body, (layers, opt_state),
+                                                   jax.random.split(key, num_updates))
+        return layers, opt_state, losses
+
+    return Student(init=init, act=act, fit=fit, optimizer=adam, half=half)
+
+
+class DistillAgent(NamedTuple):
     init: Any
     train_iteration: Any
     train: Any
     evaluate: Any  # (state, key) -> student returns [eval_envs]
     evaluate_teacher: Any  # (state, key) -> teacher MPC returns [eval_envs]
+    default_hparams: DistillHParams
     student_act: Any  # (student params, obs [..., O]) -> action [..., A]
     teacher_plan: Any  # (state, env_state (unbatched), planner_state, key) -> (a, pstate)
     planner: P.Planner
@@ -143,62 +231,43 @@ class DistillTrainer(NamedTuple):
     config: DistillConfig
 
 
-def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
-                       ) -> DistillTrainer:
+def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
+                       ) -> DistillAgent:
     """Builds the compiled DAgger loop for ``config``; see the module docstring."""
-    from mbjax.training.loop import _strip_episode_info, first_episode_return, make_planner
-
     cfg = config
-    task = task_env if task_env is not None else envs.make(cfg.env.name)
-    if cfg.env.action_repeat > 1:
-        task = envs.ActionRepeat(task, cfg.env.action_repeat)
-    L = cfg.env.episode_length or getattr(task, "default_episode_length", 1000)
-    N = cfg.num_envs
-    env = envs.VmapWrapper(EpisodeWrapper(task, L), N)
-    eval_env = envs.VmapWrapper(EpisodeWrapper(task, L), cfg.eval_envs)
-    obs_size, action_size = task.observation_size, task.action_size
-    low = jnp.asarray(task.action_low, jnp.float32)
-    high = jnp.asarray(task.action_high, jnp.float32)
-    mid, half = 0.5 * (high + low), 0.5 * (high - low)
-    optimizer = optax.adam(cfg.learning_rate)
-
+    task = make_task(cfg, task_env)
+    L, N = task.episode_length, cfg.num_envs
+    env, eval_env = batched_env(task, N), batched_env(task, cfg.eval_envs)
+    obs_size, action_size = task.env.observation_size, task.env.action_size
+    student = make_student(obs_size, action_size, task.env.action_low, task.env.action_high,
+                           cfg.hidden_sizes, cfg.activation, cfg.student_updates)
+    adam, half = student.optimizer, student.half
     model = model_trainer = None
     if cfg.true_dynamics:
-        objective = P.make_env_objective(task, cfg.planner.discount)
-        observe = _strip_episode_info
+        objective, observe = simulator_objective(task), strip_episode_info
     else:
-        if not task.has_reward_fn and not cfg.model.learn_reward:
-            raise ValueError(f"{cfg.env.name} has no reward function of observations; set "
-                             "--model.learn-reward True")
         model = EnsembleModel(obs_size, action_size, cfg.model)
         model_trainer = make_model_trainer(model, cfg.model_train)
-        objective = P.make_model_objective(
-            model, task.reward_fn if task.has_reward_fn else None,
-            task.termination_fn if task.has_reward_fn else None,
-            num_particles=cfg.planner.num_particles, propagation=cfg.planner.propagation,
-            discount=cfg.planner.discount)
+        objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
-    planner = make_planner(cfg.planner, objective, low, high)
+    planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
     batched = P.batch(planner)
     dataset = make_replay_buffer(cfg.dataset_capacity, N)
     real_buffer = make_replay_buffer(cfg.buffer_capacity, N)
     label_example = {"obs": jnp.zeros(obs_size), "action": jnp.zeros(action_size)}
-    example = Transition(obs=jnp.zeros(obs_size), action=jnp.zeros(action_size),
-                         reward=jnp.zeros(()), next_obs=jnp.zeros(obs_size),
-                         done=jnp.zeros(()), truncated=jnp.zeros(()))
     random_policy = envs.uniform_random_policy(env)
+    default_hparams = distill_hparams(cfg)
 
-    def student_act(student, obs):
-        return mid + half * jnp.tanh(mlp_apply(student, obs, cfg.activation))
+    def teacher_inputs(ts: DistillState):
+        return (ts.model_state, ts.hparams.objective, None)
 
-    def init(key: PRNGKey) -> DistillState:
+    def init(key: PRNGKey, hparams: DistillHParams | None = None) -> DistillState:
         key, key_student, key_model, key_prefill = jax.random.split(key, 4)
-        student = ensemble_mlp_init(key_student, 1,
-                                    (obs_size, *cfg.hidden_sizes, action_size))
+        layers = student.init(key_student)
         real_state = model_state = None
         env_steps = 0
         if not cfg.true_dynamics:
-            real_state = real_buffer.init(example)
+            real_state = real_buffer.init(example_transition(task.env))
             model_state = model_trainer.init(key_model)
 
             def prefill(buf, key):
@@ -211,15 +280,16 @@ def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
                 real_state, _ = jax.lax.scan(prefill, real_state, jax.random.split(
                     key_prefill, cfg.prefill_episodes))
             env_steps = cfg.prefill_episodes * L * N
-        return DistillState(student=student, opt_state=optimizer.init(student),
+        return DistillState(student=layers, opt_state=adam.init(layers),
                             dataset=dataset.init(label_example), real_buffer=real_state,
-                            model_state=model_state, key=key,
+                            model_state=model_state,
+                            hparams=default_hparams if hparams is None else hparams, key=key,
                             iteration=jnp.zeros((), jnp.int32),
                             env_steps=jnp.asarray(env_steps, jnp.int32))
 
     def teacher_plan(ts: DistillState, env_state, planner_state, key):
         """The teacher's action for ONE env state (with episode info) and its new state."""
-        action, planner_state, _ = planner.plan(planner.default_params, ts.model_state,
+        action, planner_state, _ = planner.plan(ts.hparams.planner, teacher_inputs(ts),
                                                 planner_state, observe(env_state), key)
         return action, planner_state
 
@@ -232,14 +302,14 @@ def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
         def step(c, key):
             env_state, pstate = c
             key_plan, key_mix = jax.random.split(key)
-            label, pstate, _ = batched.plan(planner.default_params, ts.model_state, pstate,
+            label, pstate, _ = batched.plan(ts.hparams.planner, teacher_inputs(ts), pstate,
                                             observe(env_state), jax.random.split(key_plan, N))
-            student = student_act(ts.student, env_state.obs)
+            action_student = student.act(ts.student, env_state.obs)
             use_teacher = jax.random.uniform(key_mix, (N, 1)) < beta
-            action = jnp.where(use_teacher, label, student)
+            action = jnp.where(use_teacher, label, action_student)
             next_state = env.step(env_state, action)
             tr = envs.transition(env_state, action, next_state)
-            err = jnp.sum(((student - label) / half) ** 2, axis=-1)
+            err = jnp.sum(((action_student - label) / half) ** 2, axis=-1)
             return (next_state, pstate), ({"obs": env_state.obs, "action": label}, tr, err)
 
         _, (labels, transitions, err) = jax.lax.scan(step, (env_state, pstate),
@@ -250,26 +320,9 @@ def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
         ret, _ = first_episode_return(transitions)
         return (ts.replace(dataset=data, real_buffer=real), beta), (ret, jnp.mean(err))
 
-    def train_student(ts: DistillState, key):
-        def body(c, key):
-            student, opt_state = c
-            batch = dataset.sample(ts.dataset, key, cfg.batch_size)
-
-            def loss_fn(student):
-                pred = student_act(student, batch["obs"])
-                return jnp.mean(jnp.sum(((pred - batch["action"]) / half) ** 2, axis=-1))
-
-            loss, grads = jax.value_and_grad(loss_fn)(student)
-            updates, opt_state = optimizer.update(grads, opt_state, student)
-            return (optax.apply_updates(student, updates), opt_state), loss
-
-        (student, opt_state), losses = jax.lax.scan(
-            body, (ts.student, ts.opt_state), jax.random.split(key, cfg.student_updates))
-        return ts.replace(student=student, opt_state=opt_state), losses
-
     def run_student(ts: DistillState, key):
         key_reset, key_run = jax.random.split(key)
-        policy = lambda obs, key: student_act(ts.student, obs)
+        policy = lambda obs, key: student.act(ts.student, obs)
         _, transitions = envs.rollout(eval_env, policy, eval_env.reset(key_reset), key_run, L)
         return first_episode_return(transitions)[0]
 
@@ -277,11 +330,10 @@ def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
         """Teacher MPC episodes from the same start states as ``evaluate(ts, key)``."""
         key_reset, key_rest = jax.random.split(key)
         key_plan, key_run = jax.random.split(key_rest)
-        eval_planner = P.batch(planner)
-        pstate = eval_planner.init(jax.random.split(key_plan, cfg.eval_envs))
-        _, _, transitions, _ = P.mpc(eval_env, eval_planner, planner.default_params,
-                                     ts.model_state, eval_env.reset(key_reset), pstate,
-                                     key_run, L, observe=observe)
+        pstate = batched.init(jax.random.split(key_plan, cfg.eval_envs))
+        _, _, transitions, _ = P.mpc(eval_env, batched, ts.hparams.planner, teacher_inputs(ts),
+                                     eval_env.reset(key_reset), pstate, key_run, L,
+                                     observe=observe)
         return first_episode_return(transitions)[0]
 
     def train_iteration(ts: DistillState):
@@ -289,43 +341,38 @@ def make_distill_train(config: DistillConfig, task_env: envs.Env | None = None
         metrics = {}
         if not cfg.true_dynamics:
             data, num_valid = as_dataset(ts.real_buffer)
-            model_state, metrics = model_trainer.train(ts.model_state, data, num_valid,
-                                                       key_model)
+            model_state, metrics = model_trainer.train(
+                ts.model_state, data, num_valid, key_model,
+                learning_rate=ts.hparams.model_learning_rate)
             ts = ts.replace(model_state=model_state)
-        beta = jnp.asarray(cfg.beta_decay, jnp.float32) ** ts.iteration
+        beta = jnp.asarray(ts.hparams.beta_decay, jnp.float32) ** ts.iteration
         (ts, _), (collect_returns, heldout_err) = jax.lax.scan(
             collect_episode, (ts, beta),
             jax.random.split(key_collect, cfg.episodes_per_iteration))
-        ts, losses = train_student(ts, key_train)
+        layers, opt_state, losses = student.fit(
+            ts.student, ts.opt_state, lambda k: dataset.sample(ts.dataset, k, cfg.batch_size),
+            key_train, ts.hparams.learning_rate)
+        ts = ts.replace(student=layers, opt_state=opt_state)
         returns = run_student(ts, key_eval)
         ts = ts.replace(key=key, iteration=ts.iteration + 1,
                         env_steps=ts.env_steps + cfg.episodes_per_iteration * L * N)
         metrics = dict(metrics)
         metrics.update({
-            "iteration": ts.iteration,
-            "env_steps": ts.env_steps,
-            "return_mean": jnp.mean(returns),
-            "return_min": jnp.min(returns),
-            "return_max": jnp.max(returns),
-            "collect/return": jnp.mean(collect_returns),
+            "iteration": ts.iteration, "env_steps": ts.env_steps,
+            "return_mean": jnp.mean(returns), "return_min": jnp.min(returns),
+            "return_max": jnp.max(returns), "collect/return": jnp.mean(collect_returns),
             "collect/teacher_probability": beta,
             "student/heldout_action_mse": jnp.mean(heldout_err),
-            "student/train_loss": losses[-1],
-            "student/dataset_size": ts.dataset.size * N,
+            "student/train_loss": losses[-1], "student/dataset_size": ts.dataset.size * N,
         })
         return ts, metrics
 
-    def evaluate(ts: DistillState, key: PRNGKey):
-        """Deterministic student episodes from fresh resets; returns [eval_envs]."""
-        return run_student(ts, key)
+    return DistillAgent(init=init, train_iteration=train_iteration,
+                        train=scan_train(init, train_iteration, cfg.num_iterations),
+                        evaluate=run_student, evaluate_teacher=evaluate_teacher,
+                        default_hparams=default_hparams, student_act=student.act,
+                        teacher_plan=teacher_plan, planner=planner, env=env,
+                        eval_env=eval_env, task_env=task.env, config=cfg)
 
-    def train(key: PRNGKey):
-        ts = init(key)
-        return jax.lax.scan(lambda s, _: train_iteration(s), ts, None,
-                            length=cfg.num_iterations)
 
-    return DistillTrainer(init=init, train_iteration=train_iteration, train=train,
-                          evaluate=evaluate, evaluate_teacher=evaluate_teacher,
-                          student_act=student_act, teacher_plan=teacher_plan,
-                          planner=planner, env=env, eval_env=eval_env, task_env=task,
-                          config=cfg)
+register_agent(DistillConfig, make_distill_agent, distill_traced_fields)

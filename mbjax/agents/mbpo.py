@@ -44,20 +44,43 @@ from flax import struct
 
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.agents.sac import SACConfig, make_sac
-from mbjax.agents.value import make_value_model_objective
-from mbjax.buffers import as_dataset, make_replay_buffer
-from mbjax.envs.wrappers import EpisodeWrapper
+from mbjax.agents.base import (
+    batched_env,
+    example_transition,
+    first_episode_return,
+    make_task,
+    model_objective,
+    register_agent,
+    reset_where,
+    reward_functions,
+    scan_train,
+)
+from mbjax.agents.config import (
+    OBJECTIVE_TRACED_FIELDS,
+    EnvConfig,
+    ObjectiveConfig,
+    RunConfig,
+    objective_params,
+)
+from mbjax.agents.sac import SAC_TRACED_FIELDS, SACConfig, SACHParams, make_sac, sac_hparams
+from mbjax.buffers import (
+    as_dataset,
+    make_replay_buffer,
+    rollout_buffer_add,
+    rollout_buffer_init,
+    rollout_buffer_sample,
+)
 from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, ModelState
 from mbjax.models.training import ModelTrainConfig, make_model_trainer
-from mbjax.training.config import EnvConfig, PlannerConfig, WandbConfig
+from mbjax.planners import CEMConfig, PlannerSpec, traced_fields
+from mbjax.planners.objectives import ObjectiveParams
 from mbjax.types import Array, PRNGKey, Transition
 
 StartMode = Literal["C", "B", "A"]
 
 
 @dataclasses.dataclass(frozen=True)
-class MBPOConfig:
+class MBPOConfig(RunConfig):
     """MBPO (or plain SAC with ``model_based=False``). Defaults: MBPO on Hopper, Janner
     et al. 2019, App. C and the released configs (github.com/jannerm/mbpo,
     ``examples/config/hopper``): epochs of 1000 steps, 5000 random initial steps, model
@@ -66,20 +89,18 @@ class MBPOConfig:
     retaining one epoch of rollouts, 7 members / 5 elites of 4 x 200 swish, SAC (256, 256),
     Adam 3e-4, tau 5e-3, gamma 0.99."""
 
-    algorithm: Literal["mbpo"] = "mbpo"
-    """Tag that tells the run directory which trainer to build (leave as is)."""
+    algorithm = "mbpo"
+
     preset: str = "mbpo"
     env: EnvConfig = EnvConfig(name="hopper")
+    num_iterations: int = 125
     sac: SACConfig = SACConfig()
     model: EnsembleConfig = EnsembleConfig()
     model_train: ModelTrainConfig = ModelTrainConfig()
     model_based: bool = True
     """False: SAC on real data only (no model, no rollouts)."""
-    num_envs: int = 1
-    """Parallel envs; one "step" below is one step of all of them."""
     steps_per_iteration: int = 1000
     """Vector-env steps per iteration (MBPO's epoch length)."""
-    num_iterations: int = 125
     init_steps: int = 5000
     """Uniform-random env transitions (all envs together) before the first iteration."""
     updates_per_step: int = 20
@@ -94,7 +115,7 @@ class MBPOConfig:
     """C: scheduled k from all visited states (MBPO); B: scheduled k from initial
     states; A: full episodes (episode length) from initial states."""
     real_ratio: float = 0.05
-    """Fraction of real transitions in each SAC batch (the rest: model rollouts)."""
+    """Fraction of real transitions in each SAC batch (the rest: model rollouts); traced."""
     model_retain_iterations: int = 1
     """Sample model data only from the rollouts of the newest this many iterations."""
     buffer_capacity: int = 1_000_000
@@ -103,26 +124,22 @@ class MBPOConfig:
     """Deterministic-policy evaluation episodes per iteration (parallel envs)."""
     acting: Literal["policy", "mpc"] = "policy"
     """policy: act with the SAC actor; mpc: plan on the model with a short horizon and
-    the SAC critic as terminal value (``planner``), e.g. the ``mpc-value`` preset."""
-    planner: PlannerConfig = PlannerConfig(kind="cem", horizon=5, population=100,
-                                           num_elites=10, iterations=3, num_particles=5)
-    """Planner for ``acting="mpc"`` (unused otherwise); it plans with the critic's
-    discount ``sac.discount`` (``planner.discount`` is not used)."""
-    seed: int = 0
-    num_seeds: int = 1
-    out_dir: str = "runs"
-    run_name: str = ""
-    checkpoint_every: int = 1
-    wandb: WandbConfig = WandbConfig()
+    the SAC critic as terminal value (``planner``, ``objective``), e.g. ``mpc-value``."""
+    planner: PlannerSpec = CEMConfig(horizon=5, population=100, num_elites=10, iterations=3)
+    """Planner for ``acting="mpc"`` (not built otherwise)."""
+    objective: ObjectiveConfig = ObjectiveConfig(num_particles=5, discount=0.99)
+    """Objective for ``acting="mpc"``; its discount should match the critic's
+    ``sac.discount`` so the reward sum and the value tail are on one scale."""
 
     def __post_init__(self):
-        for f in ("num_envs", "steps_per_iteration", "num_iterations", "updates_per_step",
-                  "model_train_every", "rollouts_per_step", "model_retain_iterations",
-                  "buffer_capacity", "eval_envs", "num_seeds"):
+        super().__post_init__()
+        for f in ("steps_per_iteration", "updates_per_step", "model_train_every",
+                  "rollouts_per_step", "model_retain_iterations", "buffer_capacity",
+                  "eval_envs"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
-        if self.init_steps < 0 or self.checkpoint_every < 0:
-            raise ValueError("init_steps and checkpoint_every must be >= 0")
+        if self.init_steps < 0:
+            raise ValueError(f"init_steps must be >= 0, got {self.init_steps}")
         if self.init_steps % self.num_envs:
             raise ValueError(f"init_steps ({self.init_steps}) must be a multiple of "
                              f"num_envs ({self.num_envs})")
@@ -144,16 +161,11 @@ class MBPOConfig:
             raise ValueError(f"acting must be 'policy' or 'mpc', got {self.acting!r}")
         if self.acting == "mpc" and not self.model_based:
             raise ValueError("acting='mpc' plans on the model: it needs model_based=True")
-        if (self.acting == "mpc" and self.planner.propagation != "expectation"
-                and self.planner.num_particles % self.model.num_members):
-            raise ValueError(f"planner.num_particles ({self.planner.num_particles}) must be "
-                             f"a multiple of model.num_members ({self.model.num_members})")
+        if self.acting == "mpc":
+            self.objective.check_particles(self.model.num_members)
         if self.buffer_capacity < self.num_envs:
-            raise ValueError("buffer_capacity must be >= num_envs")
-
-    @property
-    def default_run_name(self) -> str:
-        return self.run_name or f"{self.preset}-{self.env.name.replace('/', '_')}-seed{self.seed}"
+            raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must be >= "
+                             f"num_envs ({self.num_envs})")
 
     @property
     def description(self) -> str:
@@ -162,6 +174,36 @@ class MBPOConfig:
             return "sac"
         what = "mbpo" if self.acting == "policy" else f"{self.planner.kind}+V mpc"
         return what if self.start_mode == "C" else f"{what} ({self.start_mode})"
+
+
+@struct.dataclass
+class MBPOHParams:
+    """MBPO's traced floats: SAC's, the real-data ratio, the model learning rate and,
+    for ``acting="mpc"``, the planner's and the objective's."""
+
+    sac: SACHParams
+    real_ratio: Any
+    model_learning_rate: Any
+    planner: Any  # None unless acting == "mpc"
+    objective: ObjectiveParams
+
+
+def mbpo_hparams(config: MBPOConfig, action_size: int) -> MBPOHParams:
+    """The traced floats of ``config`` (``action_size``: SAC's default target entropy)."""
+    return MBPOHParams(
+        sac=sac_hparams(config.sac, action_size), real_ratio=config.real_ratio,
+        model_learning_rate=config.model_train.learning_rate,
+        planner=config.planner.default_params() if config.acting == "mpc" else None,
+        objective=objective_params(config.objective))
+
+
+def mbpo_traced_fields(config: MBPOConfig) -> tuple[str, ...]:
+    """Dotted config fields held in ``MBPOHParams`` (vmapped by sweeps)."""
+    fields = SAC_TRACED_FIELDS + ("real_ratio", "model_train.learning_rate")
+    if config.acting == "mpc":
+        fields += tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
+        fields += OBJECTIVE_TRACED_FIELDS
+    return fields
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,55 +220,6 @@ def rollout_length(schedule, epoch) -> Array:
     else:
         frac = (epoch >= start).astype(jnp.float32)
     return jnp.floor(lo + frac * (hi - lo)).astype(jnp.int32)
-
-
-@struct.dataclass
-class RolloutBufferState:
-    """A flat ring of model transitions: data leaves [C, ...]; rows [0, size) valid, the
-    newest at ``insert_pos - 1``."""
-
-    data: Any
-    insert_pos: Array  # int32 []
-    size: Array  # int32 []
-
-
-def rollout_buffer_init(example: Transition, capacity: int) -> RolloutBufferState:
-    """Zero storage for ``capacity`` transitions shaped like ``example`` (unbatched)."""
-    data = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + jnp.shape(x),
-                                                      jnp.asarray(x).dtype), example)
-    zero = jnp.zeros((), jnp.int32)
-    return RolloutBufferState(data=data, insert_pos=zero, size=zero)
-
-
-def rollout_buffer_add(state: RolloutBufferState, batch, valid: Array) -> RolloutBufferState:
-    """Appends the rows of ``batch`` (leaves [K, ...]) where ``valid`` [K] is true, in order.
-
-    Valid rows are compacted (row i goes to insert_pos + #valid rows before it, mod C);
-    when more than C are valid only the newest C are kept. Shapes are static.
-    """
-    capacity = jax.tree_util.tree_leaves(state.data)[0].shape[0]
-    valid = valid.astype(bool)
-    rank = jnp.cumsum(valid) - 1
-    total = jnp.sum(valid, dtype=jnp.int32)
-    keep = valid & (rank >= total - capacity)
-    rows = jnp.where(keep, (state.insert_pos + rank) % capacity, capacity)  # C = dropped
-    data = jax.tree_util.tree_map(lambda d, x: d.at[rows].set(x, mode="drop"),
-                                  state.data, batch)
-    return RolloutBufferState(
-        data=data,
-        insert_pos=((state.insert_pos + total) % capacity).astype(jnp.int32),
-        size=jnp.minimum(state.size + total, capacity).astype(jnp.int32))
-
-
-def rollout_buffer_sample(state: RolloutBufferState, key: PRNGKey, batch_size: int,
-                          window: Array | int | None = None):
-    """``batch_size`` rows uniformly (with replacement) from the newest
-    min(size, ``window``) rows (all valid rows if ``window`` is None)."""
-    capacity = jax.tree_util.tree_leaves(state.data)[0].shape[0]
-    n = state.size if window is None else jnp.minimum(state.size, window)
-    back = jax.random.randint(key, (batch_size,), 0, jnp.maximum(n, 1))
-    rows = (state.insert_pos - 1 - back) % capacity
-    return jax.tree_util.tree_map(lambda d: d[rows], state.data)
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,23 +333,25 @@ def branched_rollouts(step, step_params, policy, obs0: Array, key: PRNGKey, leng
 class MBPOState:
     """Everything MBPO carries between iterations (and checkpoints)."""
 
-    sac_state: Any
+    sac_state: Any  # its hparams are MBPOHParams.sac
     model_state: Any  # None for plain SAC
     real_buffer: Any
     model_buffer: Any  # None for plain SAC
     env_state: Any  # the running training envs (episodes span iterations)
     planner_state: Any  # None unless acting == "mpc"
+    hparams: MBPOHParams
     key: PRNGKey
     iteration: Array  # int32, iterations done (= the rollout schedule's epoch)
     env_steps: Array  # int32, env transitions taken (random initial steps included)
     last_return: Array  # [N] return of each env's latest finished training episode
 
 
-class MBPOTrainer(NamedTuple):
-    init: Any  # (key) -> MBPOState
+class MBPOAgent(NamedTuple):
+    init: Any  # (key, hparams=None) -> MBPOState
     train_iteration: Any  # (state) -> (state, metrics)
-    train: Any  # (key) -> (state, metrics [num_iterations])
+    train: Any  # (key, hparams=None) -> (state, metrics [num_iterations])
     evaluate: Any  # (state, key) -> evaluation returns [eval_envs]
+    default_hparams: MBPOHParams
     env: envs.Env  # the batched training env
     eval_env: envs.Env
     task_env: envs.Env
@@ -368,70 +363,75 @@ class MBPOTrainer(NamedTuple):
     episode_length: int
 
 
-def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBPOTrainer:
+def mix_batches(real, model, real_ratio, batch_size: int):
+    """SAC batches [G, B, ...]: the first round(real_ratio * B) rows of each batch from
+    ``real`` and the rest from ``model`` (both [G, B, ...]; ``model`` None = all real).
+    ``real_ratio`` may be traced: the split is a row mask, not a shape."""
+    if model is None:
+        return real
+    n_real = jnp.round(real_ratio * batch_size)
+    take_real = jnp.arange(batch_size) < n_real  # [B]
+    return jax.tree_util.tree_map(
+        lambda r, m: jnp.where(take_real.reshape((1, -1) + (1,) * (r.ndim - 2)), r, m),
+        real, model)
+
+
+def summarise_iteration(model_metrics: dict, sac_metrics: dict) -> dict:
+    """One row from the per-chunk model metrics and per-step SAC metrics: booleans
+    (failures) any, counts the last chunk's, everything else the mean."""
+    last = ("model/epochs", "model/num_train", "model/num_holdout",
+            "rollout/valid_transitions")
+    metrics = {}
+    for name, v in model_metrics.items():
+        if v.dtype == jnp.bool_:
+            metrics[name] = jnp.any(v)
+        else:
+            metrics[name] = v[-1] if name in last else jnp.mean(v)
+    metrics.update({k: jnp.mean(v) for k, v in sac_metrics.items()})
+    return metrics
+
+
+def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBPOAgent:
     """Builds the compiled MBPO (or SAC) loop for ``config``; see the module docstring.
 
     ``task_env`` replaces ``envs.make(config.env.name)`` (a custom or instrumented env).
     """
-    from mbjax.training.loop import first_episode_return, make_planner
-
     cfg = config
-    task = task_env if task_env is not None else envs.make(cfg.env.name)
-    if cfg.env.action_repeat > 1:
-        task = envs.ActionRepeat(task, cfg.env.action_repeat)
-    episode_length = cfg.env.episode_length or getattr(task, "default_episode_length", 1000)
-    n_env = cfg.num_envs
-    env = envs.VmapWrapper(EpisodeWrapper(task, episode_length), n_env)
-    eval_env = envs.VmapWrapper(EpisodeWrapper(task, episode_length), cfg.eval_envs)
-    obs_size, action_size = task.observation_size, task.action_size
-    sac = make_sac(obs_size, action_size, task.action_low, task.action_high, cfg.sac)
-    example = Transition(obs=jnp.zeros(obs_size), action=jnp.zeros(action_size),
-                         reward=jnp.zeros(()), next_obs=jnp.zeros(obs_size),
-                         done=jnp.zeros(()), truncated=jnp.zeros(()))
+    task = make_task(cfg, task_env)
+    L, n_env = task.episode_length, cfg.num_envs
+    env, eval_env = batched_env(task, n_env), batched_env(task, cfg.eval_envs)
+    obs_size, action_size = task.env.observation_size, task.env.action_size
+    sac = make_sac(obs_size, action_size, task.env.action_low, task.env.action_high, cfg.sac)
+    example = example_transition(task.env)
     real_buffer = make_replay_buffer(cfg.buffer_capacity, n_env)
     random_policy = envs.uniform_random_policy(env)
+    default_hparams = mbpo_hparams(cfg, action_size)
 
-    G, batch_size = cfg.updates_per_step, cfg.sac.batch_size
-    F = cfg.model_train_every
+    G, batch_size, F = cfg.updates_per_step, cfg.sac.batch_size, cfg.model_train_every
     chunks = cfg.steps_per_iteration // F
     starts_per_chunk = F * cfg.rollouts_per_step
-    if cfg.model_based:
-        n_real = int(round(cfg.real_ratio * batch_size))
-    else:
-        n_real = batch_size
-    n_model = batch_size - n_real
-
     model = model_trainer = elite_step = None
-    max_k = 0
+    max_k = model_capacity = 0
     if cfg.model_based:
-        if not task.has_reward_fn and not cfg.model.learn_reward:
-            raise ValueError(
-                f"{cfg.env.name} has no reward function of observations; set "
-                "--model.learn-reward True (and --model.learn-termination True if it "
-                "terminates) so the model learns them")
         model = EnsembleModel(obs_size, action_size, cfg.model)
         model_trainer = make_model_trainer(model, cfg.model_train)
-        reward_fn = task.reward_fn if task.has_reward_fn else None
-        termination_fn = task.termination_fn if task.has_reward_fn else None
-        elite_step = make_elite_step(model, reward_fn, termination_fn)
-        max_k = episode_length if cfg.start_mode == "A" else cfg.rollout_schedule[3]
+        elite_step = make_elite_step(model, *reward_functions(task, cfg.model, cfg.env.name))
+        max_k = L if cfg.start_mode == "A" else cfg.rollout_schedule[3]
         model_capacity = starts_per_chunk * max_k * chunks * cfg.model_retain_iterations
-
     planner = batched_planner = None
     if cfg.acting == "mpc":
-        objective = make_value_model_objective(
-            model, sac, reward_fn, termination_fn, cfg.planner.num_particles,
-            cfg.planner.propagation, uncertainty_penalty=cfg.planner.uncertainty_penalty,
-            risk_aversion=cfg.planner.risk_aversion)
-        planner = make_planner(cfg.planner, objective, task.action_low, task.action_high)
+        objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name,
+                                    terminal_value=sac.value)
+        planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
         batched_planner = P.batch(planner)
 
     def current_k(iteration):
         if cfg.start_mode == "A":
-            return jnp.asarray(episode_length, jnp.int32)
+            return jnp.asarray(L, jnp.int32)
         return rollout_length(cfg.rollout_schedule, iteration)
 
-    def init(key: PRNGKey) -> MBPOState:
+    def init(key: PRNGKey, hparams: MBPOHParams | None = None) -> MBPOState:
+        hparams = default_hparams if hparams is None else hparams
         key, key_sac, key_model, key_reset, key_prefill, key_plan = jax.random.split(key, 6)
         env_state = env.reset(key_reset)
         buffer_state = real_buffer.init(example)
@@ -440,7 +440,7 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                                                   cfg.init_steps // n_env)
             buffer_state = real_buffer.add(buffer_state, transitions)
         return MBPOState(
-            sac_state=sac.init(key_sac),
+            sac_state=sac.init(key_sac, hparams.sac),
             model_state=model_trainer.init(key_model) if cfg.model_based else None,
             real_buffer=buffer_state,
             model_buffer=rollout_buffer_init(example, model_capacity)
@@ -448,22 +448,19 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             env_state=env_state,
             planner_state=batched_planner.init(jax.random.split(key_plan, n_env))
             if planner is not None else None,
-            key=key,
-            iteration=jnp.zeros((), jnp.int32),
-            env_steps=jnp.asarray(cfg.init_steps, jnp.int32),
-            last_return=jnp.zeros(n_env),
-        )
-
-    def sample_starts(buffer_state, key):
-        if cfg.start_mode == "C":
-            return real_buffer.sample(buffer_state, key, starts_per_chunk).obs
-        return sample_initial_obs(buffer_state, key, starts_per_chunk)
+            hparams=hparams, key=key, iteration=jnp.zeros((), jnp.int32),
+            env_steps=jnp.asarray(cfg.init_steps, jnp.int32), last_return=jnp.zeros(n_env))
 
     def refit_and_rollout(ts: MBPOState, k, key):
         key_model, key_start, key_roll = jax.random.split(key, 3)
         data, num_valid = as_dataset(ts.real_buffer)
-        model_state, metrics = model_trainer.train(ts.model_state, data, num_valid, key_model)
-        obs0 = sample_starts(ts.real_buffer, key_start)
+        model_state, metrics = model_trainer.train(
+            ts.model_state, data, num_valid, key_model,
+            learning_rate=ts.hparams.model_learning_rate)
+        if cfg.start_mode == "C":
+            obs0 = real_buffer.sample(ts.real_buffer, key_start, starts_per_chunk).obs
+        else:
+            obs0 = sample_initial_obs(ts.real_buffer, key_start, starts_per_chunk)
         policy = lambda obs, key: sac.act(ts.sac_state, obs, key)
         transitions, valid = branched_rollouts(elite_step, model_state, policy, obs0,
                                                key_roll, k, max_k)
@@ -477,39 +474,33 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             jnp.any(valid & (transitions.done > 0.5), axis=0))
         return ts.replace(model_state=model_state, model_buffer=model_buffer), metrics
 
-    def act(ts: MBPOState, key):
+    def act(ts: MBPOState, obs, planner_state, key, deterministic=False):
         if planner is None:
-            return sac.act(ts.sac_state, ts.env_state.obs, key), ts.planner_state
-        keys = jax.random.split(key, n_env)
-        action, pstate, _ = batched_planner.plan(
-            planner.default_params, (ts.model_state, ts.sac_state), ts.planner_state,
-            ts.env_state.obs, keys)
-        return action, pstate
+            return sac.act(ts.sac_state, obs, key, deterministic), planner_state
+        keys = jax.random.split(key, obs.shape[0])
+        action, planner_state, _ = batched_planner.plan(
+            ts.hparams.planner, (ts.model_state, ts.hparams.objective, ts.sac_state),
+            planner_state, obs, keys)
+        return action, planner_state
 
     def env_step(carry, key):
         ts, window = carry
         key_act, key_real, key_model, key_update, key_plan = jax.random.split(key, 5)
-        action, pstate = act(ts, key_act)
+        action, pstate = act(ts, ts.env_state.obs, ts.planner_state, key_act)
         next_state = env.step(ts.env_state, action)
-        tr = envs.transition(ts.env_state, action, next_state)
-        buffer_state = real_buffer.add(ts.real_buffer, tr)
+        buffer_state = real_buffer.add(ts.real_buffer,
+                                       envs.transition(ts.env_state, action, next_state))
         ended = next_state.done > 0.5
         episode_return = ts.env_state.info["episode_return"] + next_state.reward
         if pstate is not None:  # a fresh planner for each new episode
-            fresh = batched_planner.init(jax.random.split(key_plan, n_env))
-            pstate = jax.tree_util.tree_map(
-                lambda f, p: jnp.where(ended.reshape((-1,) + (1,) * (p.ndim - 1)), f, p),
-                fresh, pstate)
-
-        parts = []  # [G, n, ...] real rows, then model rows
-        if n_real > 0:
-            parts.append(real_buffer.sample(buffer_state, key_real, G * n_real))
-        if n_model > 0:
-            parts.append(rollout_buffer_sample(ts.model_buffer, key_model, G * n_model,
-                                               window))
-        batches = jax.tree_util.tree_map(
-            lambda *xs: jnp.concatenate([x.reshape((G, -1) + x.shape[1:]) for x in xs], 1),
-            *parts)
+            pstate = reset_where(ended, batched_planner.init(
+                jax.random.split(key_plan, n_env)), pstate)
+        as_batches = lambda x: jax.tree_util.tree_map(
+            lambda y: y.reshape((G, batch_size) + y.shape[1:]), x)
+        real = as_batches(real_buffer.sample(buffer_state, key_real, G * batch_size))
+        model_rows = as_batches(rollout_buffer_sample(
+            ts.model_buffer, key_model, G * batch_size, window)) if cfg.model_based else None
+        batches = mix_batches(real, model_rows, ts.hparams.real_ratio, batch_size)
         sac_state, sac_metrics = sac.update_many(ts.sac_state, batches, key_update)
         ts = ts.replace(sac_state=sac_state, real_buffer=buffer_state, env_state=next_state,
                         planner_state=pstate,
@@ -533,13 +524,14 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
         key_reset, key_run, key_plan = jax.random.split(key, 3)
         state = eval_env.reset(key_reset)
         if planner is None:
-            policy = lambda obs, key: sac.act(ts.sac_state, obs, key, deterministic=True)
-            _, transitions = envs.rollout(eval_env, policy, state, key_run, episode_length)
+            policy = lambda obs, key: act(ts, obs, None, key, deterministic=True)[0]
+            _, transitions = envs.rollout(eval_env, policy, state, key_run, L)
         else:
             pstate = batched_planner.init(jax.random.split(key_plan, cfg.eval_envs))
-            _, _, transitions, _ = P.mpc(eval_env, batched_planner, planner.default_params,
-                                         (ts.model_state, ts.sac_state), state, pstate,
-                                         key_run, episode_length)
+            _, _, transitions, _ = P.mpc(
+                eval_env, batched_planner, ts.hparams.planner,
+                (ts.model_state, ts.hparams.objective, ts.sac_state), state, pstate,
+                key_run, L)
         return first_episode_return(transitions)
 
     def train_iteration(ts: MBPOState):
@@ -554,25 +546,12 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                                      finished, 1), jnp.mean(ts.last_return))
         ts = ts.replace(key=key, iteration=ts.iteration + 1,
                         env_steps=ts.env_steps + cfg.steps_per_iteration * n_env)
-        metrics = {}
-        for name, v in model_metrics.items():
-            if v.dtype == jnp.bool_:
-                metrics[name] = jnp.any(v)
-            elif name in ("model/epochs", "model/num_train", "model/num_holdout",
-                          "rollout/valid_transitions"):
-                metrics[name] = v[-1]
-            else:
-                metrics[name] = jnp.mean(v)
-        metrics.update({k_: jnp.mean(v) for k_, v in sac_metrics.items()})
+        metrics = summarise_iteration(model_metrics, sac_metrics)
         metrics.update({
-            "iteration": ts.iteration,
-            "env_steps": ts.env_steps,
-            "return_mean": jnp.mean(returns),
-            "return_min": jnp.min(returns),
-            "return_max": jnp.max(returns),
-            "episode_length": jnp.mean(lengths),
-            "train/return": train_return,
-            "train/episodes_finished": finished,
+            "iteration": ts.iteration, "env_steps": ts.env_steps,
+            "return_mean": jnp.mean(returns), "return_min": jnp.min(returns),
+            "return_max": jnp.max(returns), "episode_length": jnp.mean(lengths),
+            "train/return": train_return, "train/episodes_finished": finished,
             "rollout/length": k,
         })
         if cfg.model_based:
@@ -583,12 +562,12 @@ def make_mbpo_train(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
         """Evaluation episodes with the current agent (nothing is trained or stored)."""
         return run_eval(ts, key)[0]
 
-    def train(key: PRNGKey):
-        ts = init(key)
-        return jax.lax.scan(lambda s, _: train_iteration(s), ts, None,
-                            length=cfg.num_iterations)
+    return MBPOAgent(init=init, train_iteration=train_iteration,
+                     train=scan_train(init, train_iteration, cfg.num_iterations),
+                     evaluate=evaluate, default_hparams=default_hparams, env=env,
+                     eval_env=eval_env, task_env=task.env, model=model, sac=sac,
+                     planner=planner, config=cfg, max_rollout_length=max_k,
+                     episode_length=L)
 
-    return MBPOTrainer(init=init, train_iteration=train_iteration, train=train,
-                       evaluate=evaluate, env=env, eval_env=eval_env, task_env=task,
-                       model=model, sac=sac, planner=planner, config=cfg,
-                       max_rollout_length=max_k, episode_length=episode_length)
+
+register_agent(MBPOConfig, make_mbpo_agent, mbpo_traced_fields)

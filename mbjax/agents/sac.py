@@ -85,6 +85,32 @@ class SACConfig:
 
 
 @struct.dataclass
+class SACHParams:
+    """SAC's traced floats (vmappable over seeds / sweep points): the three Adam step
+    sizes, the entropy target and the initial temperature."""
+
+    actor_learning_rate: Any
+    critic_learning_rate: Any
+    alpha_learning_rate: Any
+    target_entropy: Any
+    init_alpha: Any
+
+
+def sac_hparams(config: SACConfig, action_size: int) -> SACHParams:
+    """The traced floats of ``config`` (target entropy None -> -|A|)."""
+    target = -action_size if config.target_entropy is None else config.target_entropy
+    return SACHParams(actor_learning_rate=config.actor_learning_rate,
+                      critic_learning_rate=config.critic_learning_rate,
+                      alpha_learning_rate=config.alpha_learning_rate,
+                      target_entropy=float(target), init_alpha=config.init_alpha)
+
+
+#: Dotted ``sac.*`` config fields held in ``SACHParams``.
+SAC_TRACED_FIELDS = ("sac.actor_learning_rate", "sac.critic_learning_rate",
+                     "sac.alpha_learning_rate", "sac.target_entropy", "sac.init_alpha")
+
+
+@struct.dataclass
 class SACState:
     """Parameters, optimizer states and counters of one SAC agent.
 
@@ -100,12 +126,13 @@ class SACState:
     critic_opt: Any
     alpha_opt: Any
     steps: Array  # int32 [], gradient updates done
+    hparams: SACHParams  # the traced floats this agent trains with
 
 
 class SAC(NamedTuple):
     """SAC's pure functions (see the module docstring) and static sizes."""
 
-    init: Any  # (key) -> SACState
+    init: Any  # (key, hparams=None) -> SACState
     act: Any  # (state, obs [..., O], key, deterministic=False) -> action [..., A] env units
     sample: Any  # (actor, obs [B, O], key) -> (a in [-1, 1] [B, A], log_prob [B])
     q_values: Any  # (critic, obs [B, O], action [B, A] env units) -> [2, B]
@@ -117,6 +144,7 @@ class SAC(NamedTuple):
     obs_size: int
     action_size: int
     target_entropy: float
+    default_hparams: SACHParams
 
 
 def td_target(reward: Array, done: Array, next_q1: Array, next_q2: Array,
@@ -151,10 +179,11 @@ def make_sac(obs_size: int, action_size: int, action_low, action_high,
     low = jnp.asarray(action_low, jnp.float32).reshape(action_size)
     high = jnp.asarray(action_high, jnp.float32).reshape(action_size)
     mid, half = 0.5 * (high + low), 0.5 * (high - low)
-    target_entropy = float(-action_size if cfg.target_entropy is None else cfg.target_entropy)
-    actor_opt = optax.adam(cfg.actor_learning_rate)
-    critic_opt = optax.adam(cfg.critic_learning_rate)
-    alpha_opt = optax.adam(cfg.alpha_learning_rate)
+    default_hparams = sac_hparams(cfg, action_size)
+    target_entropy = default_hparams.target_entropy
+    # Adam = scale_by_adam then -learning_rate; the step sizes come from state.hparams
+    # (traced), so one program trains several learning rates (same maths as optax.adam).
+    actor_opt = critic_opt = alpha_opt = optax.scale_by_adam()
     hidden = tuple(cfg.hidden_sizes)
 
     def to_unit(action):
@@ -182,16 +211,17 @@ def make_sac(obs_size: int, action_size: int, action_low, action_high,
     def q_values(critic, obs, action):
         return q_unit(critic, obs, to_unit(action))
 
-    def init(key: PRNGKey) -> SACState:
+    def init(key: PRNGKey, hparams: SACHParams | None = None) -> SACState:
+        hparams = default_hparams if hparams is None else hparams
         key_actor, key_critic = jax.random.split(key)
         actor = ensemble_mlp_init(key_actor, 1, (obs_size, *hidden, 2 * action_size))
         critic = ensemble_mlp_init(key_critic, 2, (obs_size + action_size, *hidden, 1))
-        log_alpha = jnp.asarray(math.log(cfg.init_alpha), jnp.float32)
+        log_alpha = jnp.log(jnp.asarray(hparams.init_alpha, jnp.float32))
         return SACState(actor=actor, critic=critic, target_critic=critic,
                         log_alpha=log_alpha, actor_opt=actor_opt.init(actor),
                         critic_opt=critic_opt.init(critic),
                         alpha_opt=alpha_opt.init(log_alpha),
-                        steps=jnp.zeros((), jnp.int32))
+                        steps=jnp.zeros((), jnp.int32), hparams=hparams)
 
     def act(state: SACState, obs: Array, key: PRNGKey, deterministic: bool = False):
         batch_shape = obs.shape[:-1]
@@ -214,6 +244,10 @@ def make_sac(obs_size: int, action_size: int, action_low, action_high,
         return td_target(batch.reward, batch.done, next_q[0], next_q[1], next_logp,
                          jnp.exp(state.log_alpha), cfg.discount, cfg.reward_scale)
 
+    def step(adam_direction, learning_rate):
+        """The Adam update: -learning_rate * scale_by_adam's direction."""
+        return jax.tree_util.tree_map(lambda u: u * -learning_rate, adam_direction)
+
     def critic_loss(critic, obs, a_unit, y):
         q = q_unit(critic, obs, a_unit)
         return 0.5 * jnp.sum(jnp.mean((q - y) ** 2, axis=-1)), q
@@ -229,20 +263,21 @@ def make_sac(obs_size: int, action_size: int, action_low, action_high,
         y = jax.lax.stop_gradient(critic_target(state, batch, key_target))
         (c_loss, q), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.critic, batch.obs, to_unit(batch.action), y)
+        hp = state.hparams
         c_upd, critic_opt_state = critic_opt.update(c_grads, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, c_upd)
+        critic = optax.apply_updates(state.critic, step(c_upd, hp.critic_learning_rate))
 
         (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.actor, critic, batch.obs, alpha, key_actor)
         a_upd, actor_opt_state = actor_opt.update(a_grads, state.actor_opt, state.actor)
-        actor = optax.apply_updates(state.actor, a_upd)
+        actor = optax.apply_updates(state.actor, step(a_upd, hp.actor_learning_rate))
 
         logp = jax.lax.stop_gradient(logp)
         alpha_grad = jax.grad(
-            lambda la: jnp.mean(-la * (logp + target_entropy)))(state.log_alpha)
+            lambda la: jnp.mean(-la * (logp + hp.target_entropy)))(state.log_alpha)
         al_upd, alpha_opt_state = alpha_opt.update(alpha_grad, state.alpha_opt,
                                                    state.log_alpha)
-        log_alpha = optax.apply_updates(state.log_alpha, al_upd)
+        log_alpha = optax.apply_updates(state.log_alpha, step(al_upd, hp.alpha_learning_rate))
 
         target = jax.tree_util.tree_map(lambda t, c: (1.0 - cfg.tau) * t + cfg.tau * c,
                                         state.target_critic, critic)
@@ -268,4 +303,5 @@ def make_sac(obs_size: int, action_size: int, action_low, action_high,
     return SAC(init=init, act=act, sample=sample, q_values=q_values,
                critic_target=critic_target, update=update, update_many=update_many,
                value=value, config=cfg, obs_size=int(obs_size),
-               action_size=int(action_size), target_entropy=target_entropy)
+               action_size=int(action_size), target_entropy=target_entropy,
+               default_hparams=default_hparams)

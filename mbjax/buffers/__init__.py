@@ -14,11 +14,18 @@ from mbjax.buffers.replay import (
     no_episode_ends,
     transition_episode_end,
 )
+from mbjax.buffers.masked import (
+    RolloutBufferState,
+    rollout_buffer_add,
+    rollout_buffer_init,
+    rollout_buffer_sample,
+)
 from mbjax.buffers.serialization import load, save
 from mbjax.buffers.state import BufferFileError, BufferState, ReplayBufferError
 
 __all__ = [
     "BufferFileError", "BufferState", "EpisodeEndFn", "ReplayBuffer", "ReplayBufferError",
-    "as_dataset", "load", "make_replay_buffer", "mapping_episode_end", "no_episode_ends", "save",
+    "RolloutBufferState", "as_dataset", "rollout_buffer_add", "rollout_buffer_init",
+    "rollout_buffer_sample", "load", "make_replay_buffer", "mapping_episode_end", "no_episode_ends", "save",
     "transition_episode_end",
 ]

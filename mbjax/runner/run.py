@@ -1,4 +1,5 @@
-"""The host side of a training run: run directory, progress, logging, checkpoint/resume.
+"""The host side of a training run (any registered agent): run directory, progress,
+logging, checkpoint/resume.
 
 ``run(config)`` compiles ``jax.vmap(train_iteration)`` over the seeds once (spread over
 ``config.devices`` devices, ``config.data_parallel`` per seed, by ``mbjax.sharding``; over
@@ -32,75 +33,57 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbjax import checkpoint
 from mbjax import distributed as dist
+from mbjax.agents import (
+    RUNTIME_FIELDS,
+    ConfigError,
+    RunConfig,
+    agent_spec,
+    config_to_dict,
+    dataclass_from_dict,
+    make_agent,
+    upgrade_legacy_config,
+)
+from mbjax.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from mbjax.models.training import raise_if_failed
+from mbjax.rundir import RunDirLock, check_fresh_run_dir
 from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
-from mbjax.training.config import TrainConfig
-from mbjax.training.loop import make_train
-
-
-def config_to_dict(config: TrainConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-# Fields that change how a run is computed, not what it computes: a checkpoint may be
-# resumed with other values (e.g. on a machine with another number of devices).
-RUNTIME_FIELDS = ("devices", "data_parallel", "distributed")
 
 
 def _mesh_text(mesh) -> str:
     return " x ".join(f"{n} {name}" for name, n in dict(mesh.shape).items())
 
 
-def comparable_config(config) -> dict:
+def comparable_config(config: RunConfig) -> dict:
     """The config as a dict without ``RUNTIME_FIELDS`` (what checkpoints must match)."""
     return {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
 
 
-def config_from_dict(d: dict) -> TrainConfig:
-    """Inverse of ``config_to_dict`` (nested dataclasses, tuples restored)."""
-    if "algorithm" in d:  # an agent's config (mbjax.agents: MBPO/SAC, distillation)
-        from mbjax.agents import agent_config_from_dict
-
-        return agent_config_from_dict(d)
-    from mbjax.models.ensemble import EnsembleConfig
-    from mbjax.models.training import ModelTrainConfig
-    from mbjax.training.config import DistributedConfig, EnvConfig, PlannerConfig, WandbConfig
-
-    def build(cls, values):
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                v = values[f.name]
-                kwargs[f.name] = tuple(v) if isinstance(v, list) else v
-        return cls(**kwargs)
-
-    nested = {"env": EnvConfig, "model": EnsembleConfig, "model_train": ModelTrainConfig,
-              "planner": PlannerConfig, "wandb": WandbConfig,
-              "distributed": DistributedConfig}
-    top = {k: v for k, v in d.items() if k not in nested}
-    top.update({k: build(cls, d.get(k, {})) for k, cls in nested.items()})
-    return build(TrainConfig, top)
+def config_from_dict(d: dict) -> RunConfig:
+    """Inverse of ``config_to_dict``: the agent's config class from the ``algorithm`` tag
+    (older files without it are MPC runs, ``upgrade_legacy_config``)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"expected a mapping, got {type(d).__name__}")
+    d = upgrade_legacy_config(d)
+    try:
+        spec = agent_spec(d["algorithm"])
+    except KeyError as err:
+        raise ConfigError(f"algorithm: {err.args[0]}") from None
+    return dataclass_from_dict(spec.config_type, d)
 
 
-def load_run_config(run_dir: str | Path):
-    """The config a run directory was started with (its config.json)."""
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The config a run directory was started with (its config.json); a missing,
+    truncated or hand-edited file is an error that names the file and the field."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    return config_from_dict(json.loads(path.read_text()))
-
-
-def make_trainer(config):
-    """``make_train(config)`` for a ``TrainConfig``; for an agent's config (one with an
-    ``algorithm`` field, ``mbjax.agents``) its trainer, which has the same ``init``,
-    ``train_iteration``, ``evaluate`` and ``config``."""
-    if isinstance(config, TrainConfig):
-        return make_train(config)
-    from mbjax.agents import make_agent_trainer
-
-    return make_agent_trainer(config)
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config.json in {run_dir} is invalid: not JSON ({err})") from None
+    except ConfigError as err:
+        raise ConfigError(f"config.json in {run_dir} is invalid: {err}") from None
 
 
 def _host_metrics(metrics: dict, num_seeds: int) -> list[dict]:
@@ -160,7 +143,7 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _start_wandb(config: TrainConfig, run_dir: Path):
+def _start_wandb(config: RunConfig, run_dir: Path):
     if config.wandb.mode == "disabled":
         return None
     import wandb
@@ -176,88 +159,124 @@ class SeedBatch:
     with the config's planner floats (``mbjax sweep`` uses it).
 
     seeds: the S seeds; labels: S dicts merged into each member's metric rows (a
-    ``point`` string names its sweep point); planner_params: the planner's params
-    pytree with a leading [S] axis (None: the config's for all members).
+    ``point`` string names its sweep point); hparams: the agent's hparams pytree with a
+    leading [S] axis (None: the config's for all members).
     """
 
     seeds: tuple[int, ...]
     labels: tuple[dict, ...]
-    planner_params: object = None
+    hparams: object = None
 
 
-def run(config: TrainConfig | None = None, resume: str | Path | None = None,
-        console=None, stop_after: int | None = None, batch: SeedBatch | None = None) -> dict:
+def resolve_run(config: RunConfig | None, resume: str | Path | None
+                ) -> tuple[RunConfig, Path]:
+    """(config to run, run directory): a new run's, or the stored config of ``resume``
+    with the caller's runtime fields (devices, ...); other differences are an error."""
+    if resume is None:
+        if config is None:
+            raise ValueError("run() needs a config or a run directory to resume")
+        return config, Path(config.out_dir) / config.default_run_name
+    run_dir = Path(resume)
+    stored = load_run_config(run_dir)
+    if config is not None and comparable_config(config) != comparable_config(stored):
+        diff = _config_diff(comparable_config(stored), comparable_config(config))
+        raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
+                         f"\n{diff}\nDrop the overrides to resume, or start a new run.")
+    if config is not None:  # runtime fields (devices...) come from the caller
+        runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS}
+    else:  # a stored multi-process setup must be passed again
+        runtime = {"distributed": type(stored.distributed)()}
+    return dataclasses.replace(stored, **runtime), run_dir
+
+
+def start_run_dir(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
+                  console) -> None:
+    """Checks (and for a new run writes) the run directory; the caller holds its lock.
+
+    A new run over an old one is refused unless ``overwrite``; resuming a run whose
+    checkpoints are gone while it has metric rows is refused (it would discard them)."""
+    primary = dist.is_primary()
+    if resume:
+        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        if not list_checkpoints(run_dir) and rows:
+            raise FileExistsError(
+                f"--resume {run_dir}: the run has {len(rows)} metric rows but no checkpoint "
+                "to resume from; starting again would discard them. Start a new run with "
+                "--overwrite (or another --run-name).")
+        return
+    check_fresh_run_dir(run_dir, overwrite=overwrite, console=console)
+    dist.sync("mbjax-run-checked")  # every process looked before anyone writes
+    if primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        (run_dir / "metrics.jsonl").write_text("")
+
+
+def run(config: RunConfig | None = None, resume: str | Path | None = None,
+        console=None, stop_after: int | None = None, batch: SeedBatch | None = None,
+        overwrite: bool = False) -> dict:
     """Trains ``config`` (or resumes the run directory ``resume``); returns the summary.
 
     ``stop_after`` ends the host loop after that many iterations in this call (used to
     test resuming; the run directory stays resumable). ``batch`` sets per-member seeds,
-    metric labels and planner floats (saved as ``batch.json``; resuming reloads it and
-    takes the floats from the checkpoint).
+    metric labels and hyper-parameters (saved as ``batch.json``; resuming reloads it and
+    takes the hyper-parameters from the checkpoint). ``overwrite`` replaces an old run in
+    the same directory. Any registered agent's config runs. The run directory is locked
+    for the duration (``mbjax.rundir``): a second run into it fails at once.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # Several processes: connect them before anything touches a device (mbjax.distributed).
-    dist.initialize(getattr(config, "distributed", None))
-    primary = dist.is_primary()
-    console = console or Console(quiet=not primary)
-    if resume is not None:
-        run_dir = Path(resume)
-        stored = load_run_config(run_dir)
-        if config is not None and comparable_config(config) != comparable_config(stored):
-            diff = _config_diff(comparable_config(stored), comparable_config(config))
-            raise ValueError(f"--resume {run_dir}: the given config differs from the run's:"
-                             f"\n{diff}\nDrop the overrides to resume, or start a new run.")
-        if config is not None:  # runtime fields (devices...) come from the caller
-            runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS
-                       if hasattr(stored, f) and hasattr(config, f)}
-        elif hasattr(stored, "distributed"):  # a stored multi-process setup: pass it again
-            runtime = {"distributed": type(stored.distributed)()}
-        else:
-            runtime = {}
-        config = dataclasses.replace(stored, **runtime)
-    else:
-        config = config or TrainConfig()
-        run_dir = Path(config.out_dir) / config.default_run_name
-        if list_checkpoints(run_dir):
-            raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume "
-                                  f"{run_dir} or choose another --run-name")
-        dist.sync("mbjax-run-checked")  # every process looked before anyone writes
-        if primary:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(config_to_dict(config),
-                                                            indent=2))
-            (run_dir / "metrics.jsonl").write_text("")
+    dist.initialize(config.distributed if config is not None else None)
+    console = console or Console(quiet=not dist.is_primary())
+    config, run_dir = resolve_run(config, resume)
+    if dist.is_primary():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run_dir, console):
+        start_run_dir(config, run_dir, resume is not None, overwrite, console)
+        return train_in(config, run_dir, resume is not None, console, stop_after, batch)
 
-    trainer = make_trainer(config)
+
+def seed_batch(config: RunConfig, run_dir: Path, resume: bool,
+               batch: SeedBatch | None) -> SeedBatch:
+    """The run's members: ``batch`` (written to batch.json), the stored batch.json of a
+    resumed run, or seeds seed .. seed + num_seeds - 1 with the config's hparams."""
     batch_file = run_dir / "batch.json"
     if batch is not None:
         if len(batch.seeds) != config.num_seeds or len(batch.labels) != config.num_seeds:
             raise ValueError(f"a SeedBatch needs num_seeds ({config.num_seeds}) seeds and "
                              f"labels, got {len(batch.seeds)} and {len(batch.labels)}")
-        if primary:
+        if dist.is_primary():
             batch_file.write_text(json.dumps({"seeds": list(batch.seeds),
                                               "labels": list(batch.labels)}))
-    elif resume is not None and batch_file.exists():
-        stored_batch = json.loads(batch_file.read_text())
-        batch = SeedBatch(tuple(stored_batch["seeds"]), tuple(stored_batch["labels"]))
-    seeds = list(batch.seeds) if batch else [config.seed + i for i in range(config.num_seeds)]
-    labels = list(batch.labels) if batch else [{} for _ in seeds]
-    sharding = seed_sharding(len(seeds), getattr(config, "devices", 1),
-                             getattr(config, "data_parallel", 1))
+        return batch
+    if resume and batch_file.exists():
+        stored = json.loads(batch_file.read_text())
+        return SeedBatch(tuple(stored["seeds"]), tuple(stored["labels"]))
+    seeds = tuple(config.seed + i for i in range(config.num_seeds))
+    return SeedBatch(seeds, tuple({} for _ in seeds))
+
+
+def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
+             stop_after: int | None, batch: SeedBatch | None) -> dict:
+    """Compiles the agent over the seeds, restores or initialises, runs the host loop."""
+    primary = dist.is_primary()
+    agent = make_agent(config)
+    batch = seed_batch(config, run_dir, resume, batch)
+    seeds, labels = list(batch.seeds), list(batch.labels)
+    sharding = seed_sharding(len(seeds), config.devices, config.data_parallel)
     keys = place(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), sharding)
     over_seeds = lambda fn: vmap_over_seeds(fn, sharding)  # noqa: E731
-    if batch is not None and batch.planner_params is not None:
-        params = place(batch.planner_params, sharding)
-        init = jit_over_seeds(lambda k: over_seeds(trainer.init)(k, params), sharding)
+    if batch.hparams is not None:
+        params = place(batch.hparams, sharding)
+        init = jit_over_seeds(lambda k: over_seeds(agent.init)(k, params), sharding)
     else:
-        init = jit_over_seeds(over_seeds(trainer.init), sharding)
-    step = jit_over_seeds(over_seeds(trainer.train_iteration), sharding, donate=True)
+        init = jit_over_seeds(over_seeds(agent.init), sharding)
+    step = jit_over_seeds(over_seeds(agent.train_iteration), sharding, donate=True)
     metadata = {"config": comparable_config(config)}
-    ckpt_root = run_dir / "checkpoints"
 
     t0 = time.perf_counter()
-    if resume is not None and list_checkpoints(run_dir):
+    if resume and list_checkpoints(run_dir):
         template = jax.eval_shape(init, keys)
         if sharding is not None:  # restore each shard straight onto its device / process
             template = jax.tree_util.tree_map(
@@ -271,17 +290,34 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
         start = 0
     if primary:
         _truncate_metrics(run_dir / "metrics.jsonl", start)
-    wb = _start_wandb(config, run_dir) if primary else None
     console.print(f"[bold]mbjax train[/] {config.preset}: {config.env.name}, "
-                  f"{getattr(config, 'description', config.planner.kind + ' planner')}, "
-                  f"{len(seeds)} seed(s), "
+                  f"{config.description}, {len(seeds)} seed(s), "
                   f"{config.num_envs} env(s), on {jax.devices()[0].device_kind}"
                   + (f" x {sharding.mesh.size} devices ({_mesh_text(sharding.mesh)})"
                      if sharding is not None else "")
                   + f" -> {run_dir}")
-
     end = config.num_iterations if stop_after is None else min(config.num_iterations,
                                                                  start + stop_after)
+    host_loop(config, run_dir, step, state, metadata, seeds, labels, start, end, console)
+    dist.sync("mbjax-run-end")  # process 0 has written every metric line
+    all_rows = read_metrics(run_dir)
+    summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
+    if primary:
+        if all_rows:
+            plot_learning_curve(all_rows, run_dir / "learning_curve.png",
+                                f"{config.preset} on {config.env.name}")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(console, summary)
+    return summary
+
+
+def host_loop(config: RunConfig, run_dir: Path, step, state, metadata: dict, seeds: list,
+              labels: list, start: int, end: int, console) -> None:
+    """Iterations ``start`` .. ``end``: step, metric rows (jsonl, wandb), checkpoints."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    primary = dist.is_primary()
+    wb = _start_wandb(config, run_dir) if primary else None
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                         TextColumn("{task.fields[status]}"), console=console)
@@ -294,9 +330,10 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
             state, metrics = step(state)
             rows = _host_metrics(metrics, len(seeds))
             dt = time.perf_counter() - t_it
-            for seed, label, row in zip(seeds, labels, rows):
+            for row in rows:  # check every seed before any row of this iteration is written
                 if "model/data_nonfinite" in row:  # a model was trained this iteration
                     raise_if_failed({k: np.asarray(v) for k, v in row.items()}, it + 1)
+            for seed, label, row in zip(seeds, labels, rows):
                 row.update(seed=seed, **label, **{"time/iteration_s": dt})
                 log.write(json.dumps(row) + "\n")
             log.flush()
@@ -308,71 +345,13 @@ def run(config: TrainConfig | None = None, resume: str | Path | None = None,
                        step=rows[0]["env_steps"])
             last = it + 1 == config.num_iterations
             if last or (config.checkpoint_every and (it + 1) % config.checkpoint_every == 0):
-                save_checkpoint(ckpt_root, it + 1, state, metadata)
-    dist.sync("mbjax-run-end")  # process 0 has written every metric line
-    all_rows = read_metrics(run_dir)
-    summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
+                save_checkpoint(run_dir / "checkpoints", it + 1, state, metadata,
+                                console=console)
     if wb is not None:  # the sweep metric (return_last_mean) and the rest of the table
+        summary = _summarise(config, read_metrics(run_dir), 0.0, run_dir)
         wb.summary.update({k: v for k, v in summary.items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
         wb.finish()
-    if primary:
-        if all_rows:
-            plot_learning_curve(all_rows, run_dir / "learning_curve.png",
-                                f"{config.preset} on {config.env.name}")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _print_summary(console, summary)
-    return summary
-
-
-KEEP_CHECKPOINTS = 2
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint directories of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("iter_"))
-
-
-def save_checkpoint(root: Path, iteration: int, state, metadata: dict,
-                    keep: int = KEEP_CHECKPOINTS) -> Path:
-    """Writes checkpoints/iter_<iteration> atomically and keeps the newest ``keep``."""
-    import shutil
-
-    path = checkpoint.save(root / f"iter_{iteration:06d}", state,
-                           dict(metadata, iteration=iteration))
-    if dist.is_primary():
-        for old in list_checkpoints(root.parent)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.sync("mbjax-checkpoint-pruned")
-    return path
-
-
-def load_latest(run_dir: str | Path, template, metadata: dict, console=None):
-    """Loads the newest checkpoint of a run that matches; a corrupt newest one is reported
-    and the previous one is used. A config mismatch is an error (it would not help to
-    fall back)."""
-    candidates = list_checkpoints(run_dir)
-    if not candidates:
-        raise checkpoint.CheckpointError(f"{run_dir} has no checkpoint to resume from")
-    errors = []
-    for path in reversed(candidates):
-        try:
-            record = checkpoint.read_metadata(path)
-            expected = dict(metadata, iteration=record.get("metadata", {}).get("iteration"))
-            state = checkpoint.load(path, template, expected)
-        except checkpoint.CheckpointError as err:
-            if "different configuration" in str(err) or "does not match" in str(err):
-                raise
-            errors.append(str(err))
-            if console is not None:
-                console.print(f"[yellow]warning:[/] {err}; trying an older checkpoint")
-            continue
-        return state
-    raise checkpoint.CheckpointError("no usable checkpoint in {}:\n{}".format(
-        run_dir, "\n".join(errors)))
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
@@ -387,7 +366,7 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def _summarise(config: TrainConfig, rows: list[dict], wall_s: float, run_dir: Path) -> dict:
+def _summarise(config: RunConfig, rows: list[dict], wall_s: float, run_dir: Path) -> dict:
     if not rows:
         return {"run_dir": str(run_dir), "iterations": 0}
     last_it = max(r["iteration"] for r in rows)
@@ -432,7 +411,7 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None) -> dict:
     console = console or Console()
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    trainer = make_trainer(config)
+    trainer = make_agent(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
     state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)

@@ -14,14 +14,18 @@ A spec (YAML or JSON)::
     name: kappa-horizon              # results under <out_dir>/<name>/
     out_dir: runs
 
-Axes whose field is one of the planner's tunable floats (``planner.kappa``, ``beta``,
-``sigma`` for MPPI, ``alpha`` for CEM/iCEM, ``noise_exponent`` for iCEM,
-``learning_rate`` for the gradient planner) live in ``TrainState.planner_params``, so all
-their combinations x seeds are the vmapped members of ONE ``mbjax.training.run.run``
-(one compilation); every other axis (horizon, population, widths, env, ...) changes
-shapes and gets its own run. Each run is an ordinary run directory (resumable with
-``mbjax train --resume``). At the end ``<name>/sweep.{json,csv,md,png}`` hold the final
-return of every point, mean +- std over its seeds.
+Axes whose field is one of the agent's traced floats (its ``traced_fields``, e.g.
+``planner.kappa``, ``objective.discount``, ``model_train.learning_rate`` for every agent,
+``sac.actor_learning_rate`` or ``real_ratio`` for MBPO/SAC) live in the agent's hparams
+pytree, so all their combinations x seeds are the vmapped members of ONE
+``mbjax.runner.run`` (one compilation); every other axis (horizon, population, widths,
+env, ...) changes shapes and gets its own run. Any preset's agent can be swept. The
+run's config records, for each vmapped axis, the value of largest magnitude (it decides
+static switches such as computing the ensemble disagreement for
+``objective.uncertainty_penalty``); each member's own values are in its metric rows.
+Each run is an ordinary run directory (resumable with ``mbjax train --resume``). At the
+end ``<name>/sweep.{json,csv,md,png}`` hold the final return of every point, mean +- std
+over its seeds.
 
 Many machines: ``mbjax sweep SPEC --wandb`` writes ``<name>/wandb_sweep.yaml``, a wandb
 sweep config (method grid, metric ``return_last_mean``) whose program is ``mbjax agent``:
@@ -49,12 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbjax.training import presets
-from mbjax.training.config import TrainConfig
-
-# Planner config fields that are leaves of the planner's params pytree, per kind.
-VMAPPED_FIELDS = {"mppi": ("kappa", "beta", "sigma"), "cem": ("alpha",),
-                  "icem": ("alpha", "noise_exponent"), "gradient": ("learning_rate",)}
+from mbjax.agents import RunConfig, agent_spec, make_agent
+from mbjax.runner import presets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,15 +130,13 @@ def _label(point: dict) -> str:
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()) or "base"
 
 
-def programs(spec: SweepSpec) -> list[tuple[TrainConfig, list[dict], list[dict]]]:
+def programs(spec: SweepSpec) -> list[tuple[RunConfig, list[dict], list[dict]]]:
     """Splits the grid into runs: [(config, shape_point, float_points)], where the run's
     members are float_points x seeds."""
     base = apply_overrides(presets.get(spec.preset), spec.overrides)
-    if not isinstance(base, TrainConfig):
-        raise ValueError(f"mbjax sweep runs the MPC pipeline presets; {spec.preset!r} is an "
-                         f"agent preset")
-    vmapped = {f"planner.{f}" for f in VMAPPED_FIELDS.get(base.planner.kind, ())}
+    vmapped = set(agent_spec(base).traced_fields(base))
     float_axes = {k: v for k, v in spec.grid.items() if k in vmapped}
+    base = apply_overrides(base, {k: max(v, key=abs) for k, v in float_axes.items()})
     shape_axes = {k: v for k, v in spec.grid.items() if k not in vmapped}
     float_points = [dict(zip(float_axes, vals))
                     for vals in itertools.product(*float_axes.values())]
@@ -157,8 +155,7 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
     """Runs every program of the sweep and writes the sweep table and plot."""
     from rich.console import Console
 
-    from mbjax.training.loop import make_train
-    from mbjax.training.run import SeedBatch, read_metrics, run
+    from mbjax.runner.run import SeedBatch, read_metrics, run
 
     console = console or Console()
     todo = programs(spec)
@@ -166,16 +163,14 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
         dataclasses.replace(config)
     results = []
     for config, shape_point, float_points in todo:
-        trainer = make_train(config)
-        default = trainer.planner.default_params
         seeds, labels, params = [], [], []
         for fp in float_points:
             point = {**shape_point, **fp}
+            hparams = make_agent(apply_overrides(config, fp)).default_hparams
             for i in range(spec.num_seeds):
                 seeds.append(spec.seed + i)
                 labels.append({"point": _label(point), **point})
-                params.append(default.replace(**{k.split(".", 1)[1]: float(v)
-                                                  for k, v in fp.items()}))
+                params.append(hparams)
         stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params)
         console.rule(f"sweep {spec.name}: {_label(shape_point)} "
                      f"({len(float_points)} vmapped point(s) x {spec.num_seeds} seeds)")
@@ -253,12 +248,10 @@ def run_agent(argv: list[str], console=None) -> dict:
     """``mbjax agent``: one wandb-sweep run (see the module docstring); the summary."""
     import os
 
-    from mbjax.training.run import run
+    from mbjax.runner.run import run
 
     preset, grid, overrides = parse_agent_args(argv)
     config = apply_overrides(presets.get(preset), overrides)
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"mbjax agent runs the MPC pipeline presets; {preset!r} is not one")
     if "wandb.mode" not in overrides:
         mode = os.environ.get("WANDB_MODE", "online")
         mode = "offline" if mode == "dryrun" else mode

@@ -1,29 +1,48 @@
 """Named training presets: published settings (cited) and CPU-sized variants.
 
-``get(name)`` returns a ``TrainConfig``; ``mbjax train <name> --any.field value`` starts
-from it. Full-size presets reproduce the papers' settings (GPU-sized); the ``*-cpu``
-variants shrink population, model and iterations to run in minutes on a 2-core CPU.
+``get(name)`` returns an agent's config (``mbjax.agents``: ``MPCConfig``, ``MBPOConfig``,
+``DistillConfig``, ...); ``mbjax train <name> --any.field value`` starts from it.
+``register_preset(name, config)`` adds a user's own. Full-size presets reproduce the
+papers' settings (GPU-sized); the ``*-cpu`` variants shrink population, model and
+iterations to run in minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from mbjax.agents import (
+    DistillConfig,
+    EnvConfig,
+    MBPOConfig,
+    MPCConfig,
+    ObjectiveConfig,
+    RunConfig,
+    SACConfig,
+)
+from mbjax.agents.mpc import PDDM_MPPI
 from mbjax.models.ensemble import EnsembleConfig, pddm_ensemble_config
 from mbjax.models.training import ModelTrainConfig
-from mbjax.training.config import EnvConfig, PlannerConfig, TrainConfig
+from mbjax.planners import (
+    CEMConfig,
+    GradientConfig,
+    ICEMConfig,
+    MPPIConfig,
+    RandomShootingConfig,
+)
+from mbjax.utils.registry import unknown_name_message
 
 # PETS (Chua et al. 2018, App. A): 5 probabilistic members of 4 x 200 swish (HalfCheetah;
 # 3 x 200 for cartpole), CEM with 500 candidates, 50 elites, 5 iterations, horizon 30,
 # 20 particles propagated with TS-inf; Adam 1e-3; model trained on all data each iteration.
 _PETS_MODEL = EnsembleConfig(num_members=5, num_elites=5, hidden_sizes=(200, 200, 200, 200))
-_PETS_PLANNER = PlannerConfig(kind="cem", horizon=30, population=500, num_elites=50,
-                              iterations=5, alpha=0.1, num_particles=20, propagation="ts_inf")
+_PETS_PLANNER = CEMConfig(horizon=30, population=500, num_elites=50, iterations=5, alpha=0.1)
+_PETS_OBJECTIVE = ObjectiveConfig(num_particles=20, propagation="ts_inf")
 # PDDM (Nagabandi et al. 2019): 3 deterministic members of 2 x 500 (MSE on normalised
 # deltas), filtered MPPI N = 700, H = 7, beta = 0.6, kappa = 20, sigma = 0.9; ~30 rollouts
 # per iteration; retrain from scratch is an option (False here, as their released code).
-_PDDM_PLANNER = PlannerConfig(kind="mppi", horizon=7, population=700, iterations=1,
-                              kappa=20.0, beta=0.6, sigma=0.9, num_particles=3)
+_PDDM_PLANNER = PDDM_MPPI
+_PDDM_OBJECTIVE = ObjectiveConfig(num_particles=3)
 _PDDM_TRAIN = ModelTrainConfig(batch_size=500, max_epochs=40, early_stopping=False)
 
 # CPU-sized variants: a small model, a few hundred candidates, pendulum by default.
@@ -34,75 +53,65 @@ _CPU_MODEL_PROB = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 
 _CPU_TRAIN = ModelTrainConfig(batch_size=64, max_epochs=20, early_stopping=True,
                               patience=5)
 _CPU_ENV = EnvConfig(name="pendulum")
+_CPU_MPPI = MPPIConfig(horizon=25, population=128, kappa=1.0, beta=0.7, sigma=1.0)
 
-PRESETS: dict[str, TrainConfig] = {
-    "pets": TrainConfig(preset="pets", env=EnvConfig(name="halfcheetah"), model=_PETS_MODEL,
-                        model_train=ModelTrainConfig(batch_size=32, max_epochs=5,
-                                                     early_stopping=False),
-                        planner=_PETS_PLANNER, num_iterations=100),
-    "pddm": TrainConfig(preset="pddm", env=EnvConfig(name="halfcheetah"),
-                        model=pddm_ensemble_config(500), model_train=_PDDM_TRAIN,
-                        planner=_PDDM_PLANNER, num_envs=30, num_iterations=100),
-    "icem": TrainConfig(preset="icem", env=EnvConfig(name="halfcheetah"), model=_PETS_MODEL,
-                        planner=PlannerConfig(kind="icem", horizon=30, population=300,
-                                              num_elites=10, iterations=3,
-                                              noise_exponent=2.0, num_particles=5),
-                        num_iterations=100),
-    "gradient-mpc": TrainConfig(preset="gradient-mpc", env=EnvConfig(name="halfcheetah"),
-                                model=_PETS_MODEL,
-                                planner=PlannerConfig(kind="gradient", horizon=30,
-                                                      population=8, iterations=20,
-                                                      num_particles=5,
-                                                      propagation="ts_inf"),
-                                num_iterations=100),
-    "random-shooting": TrainConfig(preset="random-shooting", env=EnvConfig(name="halfcheetah"),
-                                   model=pddm_ensemble_config(500), model_train=_PDDM_TRAIN,
-                                   planner=PlannerConfig(kind="random_shooting", horizon=10,
-                                                         population=1000, num_particles=3),
-                                   num_iterations=100),
-    "true-dynamics-mpc": TrainConfig(preset="true-dynamics-mpc",
-                                     env=EnvConfig(name="halfcheetah"),
-                                     planner=dataclasses.replace(_PDDM_PLANNER),
-                                     true_dynamics=True, num_iterations=3),
+_CHEETAH = EnvConfig(name="halfcheetah")
+PRESETS: dict[str, RunConfig] = {
+    "pets": MPCConfig(preset="pets", env=_CHEETAH, model=_PETS_MODEL,
+                      model_train=ModelTrainConfig(batch_size=32, max_epochs=5,
+                                                   early_stopping=False),
+                      planner=_PETS_PLANNER, objective=_PETS_OBJECTIVE, num_iterations=100),
+    "pddm": MPCConfig(preset="pddm", env=_CHEETAH, model=pddm_ensemble_config(500),
+                      model_train=_PDDM_TRAIN, planner=_PDDM_PLANNER,
+                      objective=_PDDM_OBJECTIVE, num_envs=30, num_iterations=100),
+    "icem": MPCConfig(preset="icem", env=_CHEETAH, model=_PETS_MODEL,
+                      planner=ICEMConfig(horizon=30, population=300, num_elites=10,
+                                         iterations=3, noise_exponent=2.0),
+                      objective=ObjectiveConfig(num_particles=5), num_iterations=100),
+    "gradient-mpc": MPCConfig(preset="gradient-mpc", env=_CHEETAH, model=_PETS_MODEL,
+                              planner=GradientConfig(horizon=30, num_restarts=8,
+                                                     iterations=20),
+                              objective=ObjectiveConfig(num_particles=5), num_iterations=100),
+    "random-shooting": MPCConfig(preset="random-shooting", env=_CHEETAH,
+                                 model=pddm_ensemble_config(500), model_train=_PDDM_TRAIN,
+                                 planner=RandomShootingConfig(horizon=10, population=1000),
+                                 objective=_PDDM_OBJECTIVE, num_iterations=100),
+    "true-dynamics-mpc": MPCConfig(preset="true-dynamics-mpc", env=_CHEETAH,
+                                   planner=_PDDM_PLANNER, true_dynamics=True,
+                                   num_iterations=3),
     # --- CPU-sized (minutes on a 2-core CPU; pendulum swing-up by default) -------------
     # The quickstart's main job: 3 vmapped seeds x 2 envs, 10 iterations of 200 steps;
     # learns the swing-up (return ~ -120..-250 from random starts) in ~2-3 min on 2 cores.
-    "pddm-cpu": TrainConfig(preset="pddm-cpu", env=_CPU_ENV, model=_CPU_MODEL_DET,
-                            model_train=_CPU_TRAIN,
-                            planner=PlannerConfig(kind="mppi", horizon=25, population=128,
-                                                  kappa=1.0, beta=0.7, sigma=1.0,
-                                                  num_particles=3),
-                            num_envs=2, num_iterations=10, num_seeds=3),
-    "pets-cpu": TrainConfig(preset="pets-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
-                            model_train=_CPU_TRAIN,
-                            planner=PlannerConfig(kind="cem", horizon=25, population=100,
-                                                  num_elites=10, iterations=3,
-                                                  num_particles=6),
-                            num_envs=2, num_iterations=8),
-    "icem-cpu": TrainConfig(preset="icem-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
-                            model_train=_CPU_TRAIN,
-                            planner=PlannerConfig(kind="icem", horizon=25, population=100,
-                                                  num_elites=10, iterations=3,
-                                                  num_particles=3),
-                            num_envs=2, num_iterations=8),
-    "gradient-mpc-cpu": TrainConfig(preset="gradient-mpc-cpu", env=_CPU_ENV,
-                                    model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
-                                    planner=PlannerConfig(kind="gradient", horizon=25,
-                                                          population=4, iterations=10,
-                                                          learning_rate=0.1,
-                                                          num_particles=3),
-                                    num_envs=2, num_iterations=8),
-    "random-shooting-cpu": TrainConfig(preset="random-shooting-cpu", env=_CPU_ENV,
-                                       model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
-                                       planner=PlannerConfig(kind="random_shooting",
-                                                             horizon=25, population=256,
-                                                             num_particles=3),
-                                       num_envs=2, num_iterations=8),
-    "true-dynamics-mpc-cpu": TrainConfig(preset="true-dynamics-mpc-cpu", env=_CPU_ENV,
-                                         planner=PlannerConfig(kind="mppi", horizon=25,
-                                                               population=128, kappa=1.0,
-                                                               beta=0.7, sigma=1.0),
-                                         true_dynamics=True, num_envs=2, num_iterations=2),
+    "pddm-cpu": MPCConfig(preset="pddm-cpu", env=_CPU_ENV, model=_CPU_MODEL_DET,
+                          model_train=_CPU_TRAIN, planner=_CPU_MPPI,
+                          objective=ObjectiveConfig(num_particles=3),
+                          num_envs=2, num_iterations=10, num_seeds=3),
+    "pets-cpu": MPCConfig(preset="pets-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
+                          model_train=_CPU_TRAIN,
+                          planner=CEMConfig(horizon=25, population=100, num_elites=10,
+                                            iterations=3),
+                          objective=ObjectiveConfig(num_particles=6),
+                          num_envs=2, num_iterations=8),
+    "icem-cpu": MPCConfig(preset="icem-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
+                          model_train=_CPU_TRAIN,
+                          planner=ICEMConfig(horizon=25, population=100, num_elites=10,
+                                             iterations=3),
+                          objective=ObjectiveConfig(num_particles=3),
+                          num_envs=2, num_iterations=8),
+    "gradient-mpc-cpu": MPCConfig(preset="gradient-mpc-cpu", env=_CPU_ENV,
+                                  model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
+                                  planner=GradientConfig(horizon=25, num_restarts=4,
+                                                         iterations=10, learning_rate=0.1),
+                                  objective=ObjectiveConfig(num_particles=3),
+                                  num_envs=2, num_iterations=8),
+    "random-shooting-cpu": MPCConfig(preset="random-shooting-cpu", env=_CPU_ENV,
+                                     model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
+                                     planner=RandomShootingConfig(horizon=25, population=256),
+                                     objective=ObjectiveConfig(num_particles=3),
+                                     num_envs=2, num_iterations=8),
+    "true-dynamics-mpc-cpu": MPCConfig(preset="true-dynamics-mpc-cpu", env=_CPU_ENV,
+                                       planner=_CPU_MPPI, true_dynamics=True, num_envs=2,
+                                       num_iterations=2),
 }
 
 # --- Policies from models (mbjax.agents): MBPO, SAC, MPC + terminal value, distillation ----
@@ -114,7 +123,6 @@ PRESETS: dict[str, TrainConfig] = {
 # G = 20 updates per env step, target entropy -1; HalfCheetah: k = 1, G = 40, target -3.
 # SAC (Haarnoja et al. 2018b, Table 1): Adam 3e-4, batch 256, (256, 256), tau 5e-3,
 # gamma 0.99, one update per env step.
-from mbjax.agents import DistillConfig, MBPOConfig, SACConfig  # noqa: E402
 
 _MBPO_HOPPER = MBPOConfig(sac=SACConfig(target_entropy=-1.0))
 _CPU_SAC = SACConfig(hidden_sizes=(64, 64))
@@ -142,13 +150,13 @@ PRESETS.update({
     # Sikchi et al. 2021, plans H = 3 with a SAC critic). No single published setting.
     "mpc-value": dataclasses.replace(
         _MBPO_HOPPER, preset="mpc-value", acting="mpc",
-        planner=PlannerConfig(kind="cem", horizon=5, population=500, num_elites=50,
-                              iterations=5, num_particles=7)),
+        planner=CEMConfig(horizon=5, population=500, num_elites=50, iterations=5),
+        objective=ObjectiveConfig(num_particles=7, discount=0.99)),
     # DAgger distillation of PDDM's filtered MPPI on the true simulator (teacher) into a
     # (256, 256) MLP student.
     "mpc-distill": DistillConfig(
         preset="mpc-distill", env=EnvConfig(name="halfcheetah"),
-        planner=dataclasses.replace(_PDDM_PLANNER), hidden_sizes=(256, 256),
+        planner=_PDDM_PLANNER, hidden_sizes=(256, 256),
         student_updates=2000, num_envs=16, num_iterations=10, eval_envs=8),
     # --- CPU-sized (pendulum) ----------------------------------------------------------
     "mbpo-cpu": _MBPO_CPU,
@@ -158,8 +166,8 @@ PRESETS.update({
                                    num_iterations=30),
     "mpc-value-cpu": dataclasses.replace(
         _MBPO_CPU, preset="mpc-value-cpu", acting="mpc", num_seeds=1,
-        planner=PlannerConfig(kind="cem", horizon=5, population=64, num_elites=8,
-                              iterations=3, num_particles=7)),
+        planner=CEMConfig(horizon=5, population=64, num_elites=8, iterations=3),
+        objective=ObjectiveConfig(num_particles=7, discount=0.99)),
     "mpc-distill-cpu": DistillConfig(preset="mpc-distill-cpu"),
 })
 
@@ -194,9 +202,20 @@ def names() -> list[str]:
     return list(PRESETS)
 
 
-def get(name: str):
-    """The preset ``name`` (a ``TrainConfig``, or an ``mbjax.agents`` config); an unknown
-    name lists the valid ones."""
+def register_preset(name: str, config: RunConfig, replace: bool = False) -> None:
+    """Adds ``config`` (any registered agent's config) as preset ``name``: ``mbjax train
+    NAME`` and sweeps can then start from it. A taken name is an error unless
+    ``replace``."""
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"a preset is an agent config (mbjax.agents.RunConfig), got "
+                        f"{type(config).__name__}")
+    if name in PRESETS and not replace:
+        raise ValueError(f"preset {name!r} already exists; pick another name")
+    PRESETS[name] = dataclasses.replace(config, preset=name)
+
+
+def get(name: str) -> RunConfig:
+    """The preset ``name``; an unknown name lists the valid ones (with a did-you-mean)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise KeyError(unknown_name_message("preset", name, names()))
     return PRESETS[name]

@@ -1,0 +1,200 @@
+"""The agent protocol, the agent registry, and the building blocks agents share.
+
+Every training algorithm (the MPC/PETS/PDDM loop, MBPO/SAC, distillation, a user's own)
+is an **agent**: a config class (a ``RunConfig`` subclass) and a factory
+``make(config, task_env=None) -> Agent`` registered under the config's ``algorithm``
+name. The runner, checkpoints, sharding, multi-host runs, sweeps and the CLI know only
+this protocol (optax's ``GradientTransformation`` style):
+
+    agent.default_hparams                    traced floats (a pytree): vmappable, sweepable
+    agent.init(key, hparams=None) -> state   everything the loop carries (one pytree)
+    agent.train_iteration(state) -> (state, metrics)   shapes never change: compiles once
+    agent.evaluate(state, key) -> returns    evaluation episode returns (nothing stored)
+    agent.train(key, hparams=None) -> (state, metrics [num_iterations])   init + scan
+
+``state.iteration`` (int32 []) and ``state.env_steps`` count progress; ``state.hparams``
+holds the hyper-parameters the state was initialised with (so ``jax.vmap(agent.init)``
+over keys and a stacked hparams pytree trains several settings in one program).
+``metrics`` has at least ``iteration``, ``env_steps`` and ``return_mean``.
+
+``register_agent(config_cls, make, traced_fields)`` also names the dotted config fields
+whose values live in the hparams pytree (``traced_fields(config)``): ``mbjax sweep``
+vmaps exactly those, taking each point's hparams from ``make_agent(point).default_hparams``
+(building an agent compiles nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+import mbjax.envs as envs
+from mbjax.agents.config import ObjectiveConfig, RunConfig
+from mbjax.envs.wrappers import EpisodeWrapper
+from mbjax.models.true_dynamics import simulate
+from mbjax.planners.objectives import discounted_return, make_tunable_model_objective
+from mbjax.sharding import shard_along_data
+from mbjax.types import Array, Metrics, PRNGKey, Transition
+from mbjax.utils.registry import Registry
+
+
+class Agent(Protocol):
+    """What the runner needs of a training algorithm (see the module docstring)."""
+
+    config: RunConfig
+    default_hparams: Any
+
+    def init(self, key: PRNGKey, hparams: Any = None) -> Any: ...
+
+    def train_iteration(self, state: Any) -> tuple[Any, Metrics]: ...
+
+    def evaluate(self, state: Any, key: PRNGKey) -> Array: ...
+
+    def train(self, key: PRNGKey, hparams: Any = None) -> tuple[Any, Metrics]: ...
+
+
+class AgentSpec(NamedTuple):
+    """A registered agent: its config class, factory and hyper-parameter description."""
+
+    config_type: type
+    make: Callable[..., Agent]  # (config, task_env=None) -> Agent
+    traced_fields: Callable[[Any], tuple[str, ...]]  # config -> dotted fields in hparams
+
+
+AGENTS: Registry[AgentSpec] = Registry("agent")
+
+
+def register_agent(config_type: type, make: Callable[..., Agent],
+                   traced_fields: Callable[[Any], tuple[str, ...]],
+                   replace: bool = False) -> AgentSpec:
+    """Registers an agent under ``config_type.algorithm`` (a ``RunConfig`` subclass)."""
+    if not (isinstance(config_type, type) and issubclass(config_type, RunConfig)):
+        raise TypeError(f"an agent's config must subclass mbjax.agents.RunConfig, got "
+                        f"{config_type!r}")
+    if not config_type.algorithm:
+        raise ValueError(f"{config_type.__name__} needs a class attribute "
+                         "algorithm = '<name>' (its registered name)")
+    return AGENTS.register(config_type.algorithm,
+                           AgentSpec(config_type, make, traced_fields), replace)
+
+
+def agent_spec(config_or_name) -> AgentSpec:
+    """The registered agent of a config (by its ``algorithm``) or of a name."""
+    name = config_or_name if isinstance(config_or_name, str) else config_or_name.algorithm
+    return AGENTS.get(name)
+
+
+def make_agent(config: RunConfig, task_env: envs.Env | None = None) -> Agent:
+    """Builds the agent of ``config`` (``task_env`` replaces ``envs.make(config.env.name)``)."""
+    spec = agent_spec(config)
+    if not isinstance(config, spec.config_type):
+        raise TypeError(f"agent {config.algorithm!r} expects a {spec.config_type.__name__}, "
+                        f"got {type(config).__name__}")
+    return spec.make(config, task_env)
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks.
+
+
+class Task(NamedTuple):
+    """The task env of a run with its episode length (``make_task``)."""
+
+    env: envs.Env  # unwrapped (with action repeat): reward/termination fns, true dynamics
+    episode_length: int
+
+
+def make_task(config: RunConfig, task_env: envs.Env | None = None) -> Task:
+    """The task env of ``config.env`` (or ``task_env``), with action repeat applied, and
+    its episode length (``env.episode_length`` or the task's default)."""
+    task = task_env if task_env is not None else envs.make(config.env.name)
+    if config.env.action_repeat > 1:
+        task = envs.ActionRepeat(task, config.env.action_repeat)
+    length = config.env.episode_length or getattr(task, "default_episode_length", 1000)
+    return Task(task, int(length))
+
+
+def batched_env(task: Task, num_envs: int) -> envs.Env:
+    """``num_envs`` vmapped copies of the task with episode cuts and auto-reset."""
+    return envs.VmapWrapper(EpisodeWrapper(task.env, task.episode_length), num_envs)
+
+
+def example_transition(env: envs.Env) -> Transition:
+    """A zero ``Transition`` of one step of ``env`` (the shape buffers are built from)."""
+    obs, action = jnp.zeros(env.observation_size), jnp.zeros(env.action_size)
+    zero = jnp.zeros(())
+    return Transition(obs=obs, action=action, reward=zero, next_obs=obs, done=zero,
+                      truncated=zero)
+
+
+def first_episode_return(transitions: Transition) -> tuple[Array, Array]:
+    """Return and length of the first episode in [T, N] transitions (per env, [N])."""
+    ended_before = jnp.cumsum(transitions.episode_end, axis=0) - transitions.episode_end
+    alive = (ended_before < 0.5).astype(jnp.float32)
+    return jnp.sum(alive * transitions.reward, axis=0), jnp.sum(alive, axis=0)
+
+
+def reward_functions(task: Task, model_config, env_name: str):
+    """(reward_fn, termination_fn) to plan or roll out with: the task's, or None (= the
+    model's learned heads) when the task has no reward function of observations, which
+    then needs ``model.learn_reward``."""
+    if task.env.has_reward_fn:
+        return task.env.reward_fn, task.env.termination_fn
+    if not getattr(model_config, "learn_reward", False):
+        raise ValueError(
+            f"{env_name} has no reward function of observations; set "
+            "--model.learn-reward True (and --model.learn-termination True if it "
+            "terminates) so the model learns them")
+    return None, None
+
+
+def model_objective(model, task: Task, model_config, objective: ObjectiveConfig,
+                    env_name: str, terminal_value: Callable | None = None):
+    """The planning objective J((model_state, ObjectiveParams, value_params), obs,
+    actions, key) of a learned model on the task (``make_tunable_model_objective``).
+
+    Disagreement and the risk term are computed when the config's value is nonzero
+    (a sweep over them sets the base value to the grid's largest, see ``mbjax sweep``).
+    """
+    objective.check_particles(model.num_members)
+    reward_fn, termination_fn = reward_functions(task, model_config, env_name)
+    return make_tunable_model_objective(
+        model, reward_fn, termination_fn, objective.num_particles, objective.propagation,
+        with_disagreement=objective.uncertainty_penalty > 0,
+        with_risk=objective.risk_aversion > 0, terminal_value=terminal_value)
+
+
+def simulator_objective(task: Task) -> Callable:
+    """J((_, ObjectiveParams, _), env_state, actions [N, H, A], key) -> returns [N] on the
+    true simulator (``simulate`` of the task env, no auto-reset): sum_t gamma^t alive_t r_t
+    with the traced discount gamma. The simulator is deterministic: there is no
+    disagreement or particle spread to penalise."""
+
+    def objective(params, state, actions: Array, key: PRNGKey) -> Array:
+        del key
+        hparams = params[1]
+        out = simulate(task.env, state, shard_along_data(actions))  # N sims over devices
+        return discounted_return(out.reward, out.terminated, hparams.discount)
+
+    return objective
+
+
+def scan_train(init: Callable, train_iteration: Callable, num_iterations: int) -> Callable:
+    """``train(key, hparams=None) = lax.scan(train_iteration, init(key, hparams))``."""
+
+    def train(key: PRNGKey, hparams: Any = None):
+        state = init(key, hparams)
+        return jax.lax.scan(lambda s, _: train_iteration(s), state, None,
+                            length=num_iterations)
+
+    return train
+
+
+def reset_where(done: Array, fresh: Any, current: Any) -> Any:
+    """Leaves of ``fresh`` where ``done`` [N] is true, of ``current`` elsewhere."""
+    return jax.tree_util.tree_map(
+        lambda f, c: jnp.where(done.reshape((-1,) + (1,) * (c.ndim - 1)), f, c),
+        fresh, current)

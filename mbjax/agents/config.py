@@ -1,0 +1,284 @@
+"""The configs every agent shares: one run config, the env, the planning objective.
+
+A run = the shared run fields, declared once in ``RunConfig`` (which preset, seeds, where
+the run directory goes, checkpoints, wandb, devices, data parallelism, several processes,
+the env and how many iterations), + the algorithm's own fields. Each agent's config
+subclasses ``RunConfig`` (``MPCConfig``, ``MBPOConfig``, ``DistillConfig``, or a user's
+own), so every agent gets every run feature and the CLI flags stay flat
+(``mbjax train mbpo-cpu --devices 0 --sac.actor-learning-rate 1e-3``). We chose
+inheritance over a nested ``RunConfig(agent=...)`` field to keep those flags (and every
+existing ``config.json``) as they were; the runner only ever reads ``RunConfig`` fields.
+
+Configs are frozen dataclasses; invalid values fail at construction, naming the field.
+``config_to_dict`` / ``config_from_dict`` are the one (de)serialiser of run configs: the
+agent is found by the ``algorithm`` tag, a planner by its ``kind``; unknown keys are
+errors; ``config.json`` files written before the algorithm layer (flat planner fields,
+no ``algorithm`` tag) are converted by ``upgrade_legacy_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, ClassVar, Literal
+
+from mbjax.planners.objectives import ObjectiveParams
+
+Propagation = Literal["ts_inf", "ts1", "expectation"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Which environment, and how episodes are cut."""
+
+    name: str = "pendulum"
+    """Registered environment name (``mbjax envs``)."""
+    episode_length: int = 0
+    """Control steps per episode; 0 = the task's default."""
+    action_repeat: int = 1
+    """Repeat each action this many times (reward summed)."""
+
+    def __post_init__(self):
+        if self.episode_length < 0:
+            raise ValueError(f"env.episode_length must be >= 0, got {self.episode_length}")
+        if self.action_repeat < 1:
+            raise ValueError(f"env.action_repeat must be >= 1, got {self.action_repeat}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases logging: off unless asked for; never required."""
+
+    mode: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "mbjax"
+    entity: str = ""
+
+    def __post_init__(self):
+        if self.mode not in ("disabled", "offline", "online"):
+            raise ValueError(f"wandb.mode must be disabled, offline or online, got "
+                             f"{self.mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Several processes / hosts in one run (``mbjax.distributed``); off by default."""
+
+    enabled: bool = False
+    """Call jax.distributed.initialize; with the fields below left empty JAX detects
+    SLURM, Open MPI, Kubernetes and Cloud TPU pods (and reads JAX_COORDINATOR_ADDRESS)."""
+    coordinator_address: str = ""
+    """HOST:PORT of process 0 (the same on every process)."""
+    num_processes: int = 0
+    """Number of processes (0 = detect)."""
+    process_id: int = -1
+    """This process's id in [0, num_processes) (-1 = detect)."""
+    timeout_s: int = 300
+    """Seconds to wait for all processes to connect."""
+
+    def __post_init__(self):
+        if self.num_processes < 0:
+            raise ValueError(f"distributed.num_processes must be >= 0, got "
+                             f"{self.num_processes}")
+        if self.timeout_s < 1:
+            raise ValueError(f"distributed.timeout_s must be >= 1, got {self.timeout_s}")
+        if self.num_processes and not -1 <= self.process_id < self.num_processes:
+            raise ValueError(f"distributed.process_id must be in [0, {self.num_processes}) "
+                             f"(or -1 to detect), got {self.process_id}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """How a planner scores action sequences with a learned model
+    (``mbjax.planners.make_tunable_model_objective``). ``discount``, ``uncertainty_penalty``
+    and ``risk_aversion`` are traced (``ObjectiveParams``): sweeps vmap them."""
+
+    num_particles: int = 3
+    """Particles per candidate (a multiple of the ensemble size for ts modes)."""
+    propagation: Propagation = "ts_inf"
+    """ts_inf | ts1 | expectation (PETS, Chua et al. 2018)."""
+    discount: float = 1.0
+    uncertainty_penalty: float = 0.0
+    """lambda of -lambda * ensemble disagreement per step."""
+    risk_aversion: float = 0.0
+    """k of mean - k std over particles."""
+
+    def __post_init__(self):
+        if self.num_particles < 1:
+            raise ValueError(f"objective.num_particles must be >= 1, got "
+                             f"{self.num_particles}")
+        if self.propagation not in ("ts_inf", "ts1", "expectation"):
+            raise ValueError(f"objective.propagation must be ts_inf, ts1 or expectation, "
+                             f"got {self.propagation!r}")
+        if not 0.0 < self.discount <= 1.0:
+            raise ValueError(f"objective.discount must be in (0, 1], got {self.discount}")
+        for f in ("uncertainty_penalty", "risk_aversion"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"objective.{f} must be >= 0, got {getattr(self, f)}")
+
+    def check_particles(self, num_members: int) -> None:
+        """TS propagation needs num_particles to be a multiple of the ensemble size."""
+        if self.propagation != "expectation" and self.num_particles % num_members:
+            raise ValueError(
+                f"objective.num_particles ({self.num_particles}) must be a multiple of "
+                f"model.num_members ({num_members}) for {self.propagation}")
+
+
+def objective_params(config: ObjectiveConfig) -> ObjectiveParams:
+    """The traced floats of ``config`` (``mbjax.planners.ObjectiveParams``)."""
+    return ObjectiveParams(discount=config.discount,
+                           uncertainty_penalty=config.uncertainty_penalty,
+                           risk_aversion=config.risk_aversion)
+
+
+OBJECTIVE_TRACED_FIELDS = ("objective.discount", "objective.uncertainty_penalty",
+                           "objective.risk_aversion")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The fields every run has, whatever the algorithm. Subclasses add their own fields
+    and set ``algorithm`` (their registered name, ``mbjax.agents.register_agent``)."""
+
+    algorithm: ClassVar[str] = ""
+    """The agent's registered name (a class attribute, written to config.json)."""
+
+    preset: str = ""
+    """Name of the preset this config came from (for the record)."""
+    env: EnvConfig = EnvConfig()
+    num_envs: int = 1
+    """Parallel environments (vmapped)."""
+    num_iterations: int = 10
+    seed: int = 0
+    num_seeds: int = 1
+    """Independent seeds trained at once (vmapped): seed, seed + 1, ..."""
+    out_dir: str = "runs"
+    run_name: str = ""
+    """Run directory name under out_dir; empty = <preset>-<env>-seed<seed>."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many iterations (0 = only at the end)."""
+    wandb: WandbConfig = WandbConfig()
+    devices: int = 1
+    """Devices the run is spread over (0 = all; of every process under multi-host)."""
+    data_parallel: int = 1
+    """Devices per seed: each seed's planner candidates and model minibatches are split
+    over this many devices (gradients all-reduced); seeds split over devices /
+    data_parallel groups, so num_seeds must be a multiple of that (``mbjax.sharding``)."""
+    distributed: DistributedConfig = DistributedConfig()
+
+    def __post_init__(self):
+        for f in ("num_envs", "num_iterations", "num_seeds", "data_parallel"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        for f in ("checkpoint_every", "devices"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"{f} must be >= 0, got {getattr(self, f)}")
+
+    @property
+    def default_run_name(self) -> str:
+        name = self.preset or self.algorithm
+        return self.run_name or f"{name}-{self.env.name.replace('/', '_')}-seed{self.seed}"
+
+    @property
+    def description(self) -> str:
+        """A few words for ``mbjax presets`` and the run banner (agents refine it)."""
+        return self.algorithm
+
+
+# Fields that change how a run is computed, not what it computes: a checkpoint may be
+# resumed with other values (e.g. on a machine with another number of devices).
+RUNTIME_FIELDS = ("devices", "data_parallel", "distributed")
+
+
+# ---------------------------------------------------------------------------------------
+# (De)serialisation.
+
+
+class ConfigError(ValueError):
+    """A stored config (a run's config.json) that cannot be read back."""
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    """JSON-ready dict of a run config, with its ``algorithm`` tag first."""
+    return {"algorithm": config.algorithm,
+            **json.loads(json.dumps(dataclasses.asdict(config)))}
+
+
+def _resolve_class(cls, values: dict, where: str):
+    """The concrete dataclass for a field typed ``cls``: a planner spec by ``kind``."""
+    from mbjax.planners import PlannerSpec, planner_spec
+
+    if isinstance(cls, type) and issubclass(cls, PlannerSpec):
+        kind = values.get("kind")
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}kind: missing (which planner?)")
+        try:
+            return planner_spec(kind)
+        except KeyError as err:
+            raise ConfigError(f"{where}kind: {err.args[0]}") from None
+    return cls
+
+
+def dataclass_from_dict(cls, values: Any, where: str = ""):
+    """Builds dataclass ``cls`` from nested dicts (lists -> tuples); every unknown key,
+    wrong type or invalid value raises ``ConfigError`` naming the dotted field."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got "
+                          f"{type(values).__name__}")
+    cls = _resolve_class(cls, values, where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields) - {"algorithm"})
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown field of {cls.__name__} "
+                          f"(valid: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in values.items():
+        if name not in fields:
+            continue
+        t = hints[name]
+        if dataclasses.is_dataclass(t):
+            value = dataclass_from_dict(t, value, f"{where}{name}.")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"{where}{err.args[0] if err.args else err}") from None
+
+
+def upgrade_legacy_config(d: dict) -> dict:
+    """A config.json dict from before the algorithm layer -> today's layout.
+
+    Then: no ``algorithm`` tag meant the MPC loop; one flat ``planner`` held every
+    planner's fields plus the objective's (num_particles, propagation, discount,
+    uncertainty_penalty, risk_aversion) and ``replan_every``. MBPO planned with its
+    critic's discount (``sac.discount``). Dicts already in today's layout pass unchanged.
+    """
+    from mbjax.planners import planner_spec
+
+    d = dict(d)
+    d.setdefault("algorithm", "mpc")
+    planner = d.get("planner")
+    if not isinstance(planner, dict) or "objective" in d or "kind" not in planner:
+        return d
+    planner = dict(planner)
+    objective = {k: planner.pop(k) for k in ("num_particles", "propagation", "discount",
+                                             "uncertainty_penalty", "risk_aversion")
+                 if k in planner}
+    replan_every = planner.pop("replan_every", 1)
+    if d["algorithm"] == "mpc":
+        d["replan_every"] = replan_every
+    if d["algorithm"] == "mbpo":
+        objective["discount"] = d.get("sac", {}).get("discount", 0.99)
+    try:
+        spec = planner_spec(planner["kind"])
+    except KeyError as err:
+        raise ConfigError(f"planner.kind: {err.args[0]}") from None
+    names = {f.name for f in dataclasses.fields(spec)}
+    if "population" in planner and "population" not in names and "num_restarts" in names:
+        planner["num_restarts"] = planner["population"]  # the old gradient planner's restarts
+    d["planner"] = {k: v for k, v in planner.items() if k in names}
+    d["objective"] = objective
+    return d
