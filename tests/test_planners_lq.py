@@ -1,6 +1,6 @@
 """Planners find the optimum of linear-quadratic problems (known answer by least squares),
 and MPC / open-loop execution on the same linear system: warm starts after k executed
-actions."""
+actions, re-initialisation after an auto-reset, open-loop returns."""
 
 import chex
 import jax
@@ -10,7 +10,7 @@ import pytest
 
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.envs.wrappers import VmapWrapper
+from mbjax.envs.wrappers import EpisodeWrapper, VmapWrapper
 
 H, S, A = 10, 3, 2
 LOW, HIGH = -jnp.full(A, 4.0), jnp.full(A, 4.0)
@@ -195,3 +195,52 @@ def test_mpc_replan_every_k_warm_starts_from_the_plan_shifted_by_k(name, batched
     np.testing.assert_allclose(transitions.action, jnp.stack(actions), rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(pstate, manual_state, rtol=1e-5, atol=1e-5)
 
+
+def run_cem_mpc(env, env_state, num_steps, replan_every, batched=False):
+    """(planner, final planner state, transitions, infos) of CEM MPC from env_state."""
+    planner = small_planner("cem", lq_problem(0)[0])
+    if batched:
+        planner = P.batch(planner)
+    key = jax.random.PRNGKey(0)
+    pstate = planner.init(jax.random.split(key, 2) if batched else key)
+    _, pstate, transitions, infos = jax.jit(lambda s, ps, key: P.mpc(
+        env, planner, planner.default_params, None, s, ps, key, num_steps,
+        replan_every=replan_every))(env_state, pstate, key)
+    return planner, pstate, transitions, infos
+
+
+# (terminate_at, episode_length, num_steps, replan_every): an auto-reset after a
+# termination or a truncation, at the end of a replanning block or inside it.
+RESETS = [(3, 100, 3, 1), (0, 3, 3, 1), (3, 100, 3, 3), (2, 100, 3, 3)]
+
+
+@pytest.mark.parametrize("terminate_at,episode_length,num_steps,k", RESETS)
+def test_mpc_reinitialises_the_warm_start_after_an_auto_reset(terminate_at, episode_length,
+                                                               num_steps, k):
+    env = EpisodeWrapper(LinearEnv(0, terminate_at), episode_length)
+    env_state = env.reset(jax.random.PRNGKey(1))
+    planner, pstate, transitions, _ = run_cem_mpc(env, env_state, num_steps, k)
+    assert float(jnp.max(transitions.done + transitions.truncated)) == 1.0  # it ended
+    chex.assert_trees_all_equal(pstate, planner.init(jax.random.PRNGKey(2)))  # fresh
+    # One step earlier nothing ended: the warm start is the shifted plan, not the init.
+    if k == 1:
+        _, before, _, infos = run_cem_mpc(env, env_state, num_steps - 1, 1)
+        chex.assert_trees_all_close(before, warm_start_after("cem", before,
+                                                             infos["plan"][-1], 1))
+        assert float(jnp.abs(before.mean).max()) > 0.1
+
+
+def test_mpc_reinitialises_only_the_envs_that_reset():
+    n = 2
+    env = VmapWrapper(EpisodeWrapper(LinearEnv(0, terminate_at=3), 100), n)
+    env_state = env.reset(jax.random.PRNGKey(1))
+    # Env 1 starts 10 steps before the others: it does not terminate within 3 steps.
+    physics = dict(env_state.physics, t=jnp.array([0.0, -10.0]))
+    env_state = env_state.replace(physics=physics)
+    planner, pstate, transitions, infos = run_cem_mpc(env, env_state, 3, 1, batched=True)
+    np.testing.assert_array_equal(transitions.done[-1], [1.0, 0.0])
+    fresh = planner.init(jax.random.split(jax.random.PRNGKey(2), n))
+    np.testing.assert_array_equal(pstate.mean[0], fresh.mean[0])
+    kept = warm_start_after("cem", pstate, infos["plan"][-1], 1)
+    np.testing.assert_allclose(pstate.mean[1], kept.mean[1])
+    assert float(jnp.abs(pstate.mean[1]).max()) > 0.1

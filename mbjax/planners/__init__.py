@@ -30,7 +30,7 @@ from mbjax.planners.gradient import (
     make_gradient_planner,
 )
 from mbjax.planners.icem import ICEMConfig, ICEMParams, colored_noise, make_icem
-from mbjax.planners.mpc import mpc, open_loop
+from mbjax.planners.mpc import episode_restarted, mpc, open_loop
 from mbjax.planners.mppi import MPPIConfig, MPPIParams, make_mppi
 from mbjax.planners.objectives import (
     action_costs,
@@ -81,7 +81,7 @@ __all__ = [
     "CEMState", "GradientConfig", "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig",
     "MPPIParams", "Objective", "Planner", "PlannerSpec", "RandomShootingConfig",
     "RandomShootingParams", "action_costs", "batch", "colored_noise", "discounted_return",
-    "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
+    "episode_restarted", "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
     "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
     "make_random_shooting", "make_sequence_objective", "make_sequence_planner", "mpc",
     "no_best", "open_loop", "pddm_mppi_config", "planner_advance", "planner_kinds",

@@ -14,6 +14,15 @@ from the plan shifted by k, its last steps filled as the planner fills its own s
 middle of the bounds, or the repeated last action for MPPI), and MPPI's filter starts from
 the last executed action plan[k - 1]. For k = 1 nothing changes.
 
+Auto-resets. When an env of an ``EpisodeWrapper`` with auto-reset ends its episode
+(terminal or truncated) inside ``mpc``, the env restarts but the warm start belongs to
+the old episode: that env's planner state is replaced by ``planner.init`` (keyed by
+``fold_in(key, 1)`` of the block's key) before the next replan. A restart is read from
+the episode info (``episode_restarted``: done and the step counter back at 0); envs
+without that info (bare task envs, which do not auto-reset) keep their warm start. With
+k > 1 the actions left in the block after a mid-block restart are still executed (the
+plan was made before the restart); the re-initialisation applies at the next replan.
+
 Both return the transitions for data aggregation (``mbjax.types.Transition``, leading time
 axis) and the planner infos. For N environments pass a batched env
 (``VmapWrapper``/``wrap_for_training``) and a batched planner (``planners.batch``).
@@ -26,25 +35,49 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from mbjax.envs.acting import transition
 from mbjax.envs.base import Env, State
 from mbjax.planners.base import Planner, planner_advance
-from mbjax.types import PRNGKey
+from mbjax.types import Array, PRNGKey
 
 
 def _obs(state: State):
     return state.obs
 
 
+def episode_restarted(state: State) -> Array | None:
+    """Whether the step into ``state`` ended its episode and auto-reset the env: done and
+    ``info["steps"]`` back at 0 (``EpisodeWrapper``). Shape [] or [N]; None for states
+    without episode info (no auto-reset)."""
+    if "steps" not in state.info:
+        return None
+    return (state.done > 0.5) & (state.info["steps"] == 0)
+
+
 def _execute(env: Env, env_state: State, actions):
-    """Steps ``env`` through actions [k, ...] (time first); returns (state, transitions)."""
+    """Steps ``env`` through actions [k, ...] (time first); returns (state, transitions,
+    restarted [k, ...] or None)."""
 
     def body(s, a):
         ns = env.step(s, a)
-        return ns, transition(s, a, ns)
+        return ns, (transition(s, a, ns), episode_restarted(ns))
 
-    return jax.lax.scan(body, env_state, actions)
+    env_state, (transitions, restarted) = jax.lax.scan(body, env_state, actions)
+    return env_state, transitions, restarted
+
+
+def _reinit_where(planner: Planner, restarted: Array, planner_state, key: PRNGKey):
+    """``planner_state`` with the envs flagged by ``restarted`` [] or [N] re-initialised."""
+    keys = jax.random.split(key, restarted.shape[0]) if restarted.ndim else key
+    fresh = planner.init(keys)
+
+    def select(new, old):
+        mask = restarted.reshape(restarted.shape + (1,) * (jnp.ndim(old) - restarted.ndim))
+        return jnp.where(mask, new, old)
+
+    return jax.tree_util.tree_map(select, fresh, planner_state)
 
 
 def mpc(env: Env, planner: Planner, params, objective_params, env_state: State,
@@ -74,7 +107,10 @@ def mpc(env: Env, planner: Planner, params, objective_params, env_state: State,
             actions = info["plan"][:replan_every]
         if replan_every > 1:
             planner_state = advance(planner_state, info, replan_every - 1)
-        env_state, transitions = _execute(env, env_state, actions)
+        env_state, transitions, restarted = _execute(env, env_state, actions)
+        if restarted is not None:
+            planner_state = _reinit_where(planner, restarted.any(0), planner_state,
+                                          jax.random.fold_in(key, 1))
         return (env_state, planner_state), (transitions, info)
 
     keys = jax.random.split(key, num_steps // replan_every)
@@ -96,5 +132,5 @@ def open_loop(env: Env, planner: Planner, params, objective_params, env_state: S
         key = jax.random.split(key, env_state.obs.shape[0])
     _, _, info = planner.plan(params, objective_params, planner_state, observe(env_state), key)
     actions = info["plan"].swapaxes(0, 1) if batched else info["plan"]
-    env_state, transitions = _execute(env, env_state, actions)
+    env_state, transitions, _ = _execute(env, env_state, actions)
     return env_state, transitions, info
