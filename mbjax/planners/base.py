@@ -112,6 +112,16 @@ def check_range(name: str, value, low: float = -np.inf, high: float = np.inf, *,
     raise ValueError(f"planner.{name} must be {want}, got {value}")
 
 
+def positive_floats(*names: str) -> Callable[[Any], None]:
+    """A params check: each named float of a params struct (or spec) must be > 0."""
+
+    def check(params) -> None:
+        for name in names:
+            check_range(name, getattr(params, name), 0, include_low=False)
+
+    return check
+
+
 def sanitize_returns(returns: Array) -> tuple[Array, Array]:
     """NaN policy shared by all planners: non-finite returns count as -inf.
 

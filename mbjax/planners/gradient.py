@@ -26,7 +26,7 @@ from mbjax.planners.base import (
     Planner,
     check_at_most,
     check_positive,
-    check_range,
+    positive_floats,
     shift,
 )
 from mbjax.planners.cem import CEMConfig, CEMParams, cem_iterations, check_cem_params
@@ -46,9 +46,7 @@ class GradientParams:
     learning_rate: float = 0.05
 
 
-def check_learning_rate(params) -> None:
-    """learning_rate > 0 (a params struct or a spec)."""
-    check_range("learning_rate", params.learning_rate, 0, include_low=False)
+check_learning_rate = positive_floats("learning_rate")
 
 
 @register_planner

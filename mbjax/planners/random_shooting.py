@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mbjax.planners.base import Objective, Planner, check_positive, check_range, shift
+from mbjax.planners.base import Objective, Planner, check_positive, positive_floats, shift
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
 from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_round, scorer
 
@@ -21,11 +21,6 @@ from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_rou
 @struct.dataclass
 class RandomShootingParams:
     std_scale: float = 1.0  # Gaussian candidates: std = scale * (ub - lb) / 4
-
-
-def check_random_shooting_params(params) -> None:
-    """std_scale > 0 (a ``RandomShootingParams`` or a spec)."""
-    check_range("std_scale", params.std_scale, 0, include_low=False)
 
 
 @register_planner
@@ -39,7 +34,7 @@ class RandomShootingConfig(PlannerSpec):
     std_scale: float = RandomShootingParams.std_scale
     kind: str = spec_kind("random_shooting")
     params_type = RandomShootingParams
-    check_params = staticmethod(check_random_shooting_params)
+    check_params = staticmethod(positive_floats("std_scale"))
 
     def __post_init__(self):
         check_positive(population=self.population)
