@@ -4,9 +4,9 @@ states it visits itself (held-out labels), and acts as well as the teacher."""
 import jax
 import numpy as np
 
-from mbjax.agents import DistillConfig, make_distill_train
+from mbjax.agents import DistillConfig, EnvConfig, make_distill_agent
 from mbjax.envs.classic import Pendulum
-from mbjax.training import EnvConfig, PlannerConfig
+from mbjax.planners import MPPIConfig
 
 
 def test_dagger_student_matches_teacher_on_held_out_labels():
@@ -22,11 +22,10 @@ def test_dagger_student_matches_teacher_on_held_out_labels():
     """
     cfg = DistillConfig(
         preset="tiny", env=EnvConfig(name="pendulum", episode_length=50),
-        planner=PlannerConfig(kind="mppi", horizon=15, population=64, kappa=1.0, beta=0.7,
-                              sigma=1.0),
+        planner=MPPIConfig(horizon=15, population=64, kappa=1.0, beta=0.7, sigma=1.0),
         hidden_sizes=(32, 32), student_updates=300, num_envs=4, num_iterations=4,
         eval_envs=4)
-    trainer = make_distill_train(cfg, task_env=Pendulum(init_angle_range=1.0))
+    trainer = make_distill_agent(cfg, task_env=Pendulum(init_angle_range=1.0))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     state, m = jax.jit(jax.vmap(trainer.train))(keys)
     n = int(state.dataset.size[0]) * cfg.num_envs

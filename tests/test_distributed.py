@@ -10,25 +10,38 @@ import textwrap
 
 import pytest
 
-from mbjax.training.config import DistributedConfig
+from mbjax.agents import DistributedConfig
 
 SCRIPT = textwrap.dedent("""
     import json, sys
+    import dataclasses
+    from mbjax.agents import (DistributedConfig, EnvConfig, MBPOConfig, MPCConfig,
+                              ObjectiveConfig, SACConfig)
     from mbjax.models import EnsembleConfig, ModelTrainConfig
-    from mbjax.training import EnvConfig, PlannerConfig, TrainConfig
-    from mbjax.training.config import DistributedConfig
-    from mbjax.training.run import run
+    from mbjax.planners import MPPIConfig
+    from mbjax.runner.run import run
 
     out, port, pid, phase = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    algorithm = sys.argv[5]
     multi = phase != "single"
-    cfg = TrainConfig(
-        preset="tiny", env=EnvConfig(name="pendulum", episode_length=50),
-        model=EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
-                             probabilistic=False, weight_decay=()),
-        model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
-        planner=PlannerConfig(kind="mppi", horizon=10, population=32, kappa=1.0,
-                              beta=0.7, sigma=1.0, num_particles=2),
-        num_envs=2, num_iterations=2, buffer_capacity=2000, num_seeds=2, out_dir=out,
+    model = EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
+                           probabilistic=False, weight_decay=())
+    if algorithm == "mpc":
+        cfg = MPCConfig(
+            preset="tiny", env=EnvConfig(name="pendulum", episode_length=50), model=model,
+            model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
+            planner=MPPIConfig(horizon=10, population=32, kappa=1.0, beta=0.7, sigma=1.0),
+            objective=ObjectiveConfig(num_particles=2), num_envs=2, buffer_capacity=2000)
+    else:
+        cfg = MBPOConfig(
+            preset="tiny-mbpo", env=EnvConfig(name="pendulum", episode_length=20),
+            model=dataclasses.replace(model, probabilistic=True),
+            model_train=ModelTrainConfig(batch_size=32, max_epochs=2),
+            sac=SACConfig(hidden_sizes=(16, 16), batch_size=32), steps_per_iteration=20,
+            model_train_every=10, init_steps=100, rollouts_per_step=2, updates_per_step=2,
+            rollout_schedule=(0, 2, 1, 2), eval_envs=2, buffer_capacity=2000)
+    cfg = dataclasses.replace(
+        cfg, num_iterations=2, num_seeds=2, out_dir=out,
         devices=0, run_name="multi" if multi else "single",
         distributed=DistributedConfig(
             enabled=multi, coordinator_address=f"localhost:{port}" if multi else "",
@@ -50,13 +63,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, phase: str, processes: int) -> list[str]:
+def _launch(tmp_path, phase: str, processes: int, algorithm: str) -> list[str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                                 if "device_count" not in f)  # one device per process
     port = str(_free_port())
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path), port, str(i),
-                               phase], env=env, stdout=subprocess.PIPE,
+                               phase, algorithm], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
              for i in range(processes)]
     outs = []
@@ -78,9 +91,10 @@ def _rows(path):
 
 
 @pytest.mark.slow
-def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
+@pytest.mark.parametrize("algorithm", ["mpc", "mbpo"])
+def test_two_processes_train_checkpoint_once_and_resume(tmp_path, algorithm):
     run_dir = tmp_path / "multi"
-    _launch(tmp_path, "first", 2)
+    _launch(tmp_path, "first", 2, algorithm)
     # One checkpoint, written once by the two processes together; no temporary dirs.
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["iter_000001"], ckpts
@@ -89,7 +103,7 @@ def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
         ["process_0", "process_1"]  # each process wrote its own shards
     assert len(_rows(run_dir / "metrics.jsonl")) == 2  # 2 seeds x 1 iteration, once
 
-    outs = _launch(tmp_path, "resume", 2)
+    outs = _launch(tmp_path, "resume", 2, algorithm)
     assert "resumed" in outs[0] and "DONE 1" in outs[1]
     multi = _rows(run_dir / "metrics.jsonl")
     assert [(r["iteration"], r["seed"]) for r in multi] == [(1, 0), (1, 1), (2, 0), (2, 1)]
@@ -98,7 +112,7 @@ def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 2
 
     # The same run in one process on one device gives the same numbers.
-    _launch(tmp_path, "single", 1)
+    _launch(tmp_path, "single", 1, algorithm)
     single = _rows(tmp_path / "single" / "metrics.jsonl")
     for a, b in zip(single, multi):
         for k in ("return_mean", "model/train_loss", "env_steps"):

@@ -11,27 +11,26 @@ import pytest
 
 import mbjax.envs as envs
 from mbjax.agents import (
+    EnvConfig,
     MBPOConfig,
     SACConfig,
-    agent_config_from_dict,
     branched_rollouts,
     initial_state_mask,
     make_elite_step,
-    make_mbpo_train,
+    make_mbpo_agent,
     rollout_length,
 )
-from mbjax.agents.mbpo import (
+from mbjax.agents.mbpo import sample_initial_obs
+from mbjax.buffers import (
+    make_replay_buffer,
     rollout_buffer_add,
     rollout_buffer_init,
     rollout_buffer_sample,
-    sample_initial_obs,
 )
-from mbjax.buffers import make_replay_buffer
 from mbjax.cli import main
 from mbjax.models import EnsembleConfig, EnsembleModel, ModelTrainConfig
-from mbjax.training import EnvConfig
-from mbjax.training import presets as preset_registry
-from mbjax.training.run import config_to_dict, read_metrics, run
+from mbjax.runner import presets as preset_registry
+from mbjax.runner.run import config_from_dict, config_to_dict, read_metrics, run
 from mbjax.types import Transition
 
 TINY = MBPOConfig(
@@ -157,7 +156,7 @@ class CountingPendulum(envs.classic.Pendulum):
 
 @pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_iteration_compiles_once_and_rollouts_follow_schedule_from_buffer_states():
-    trainer = make_mbpo_train(TINY, task_env=CountingPendulum())
+    trainer = make_mbpo_agent(TINY, task_env=CountingPendulum())
     chex.clear_trace_counter()
     iteration = jax.jit(chex.assert_max_traces(trainer.train_iteration, n=1))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
@@ -199,7 +198,7 @@ def test_presets_round_trip_and_cli():
     for name in ("mbpo", "sac", "mpc-value", "mpc-distill", "mbpo-cpu", "sac-cpu",
                  "mpc-value-cpu", "mpc-distill-cpu"):
         cfg = preset_registry.get(name)
-        assert agent_config_from_dict(config_to_dict(cfg)) == cfg
+        assert config_from_dict(config_to_dict(cfg)) == cfg
     hopper = preset_registry.get("mbpo")
     assert hopper.rollout_schedule == (20, 150, 1, 15) and hopper.updates_per_step == 20
     assert hopper.init_steps == 5000 and hopper.real_ratio == 0.05

@@ -8,9 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbjax.agents import MBPOConfig, SACConfig, make_mbpo_train, make_sac, td_target
+from mbjax.agents import EnvConfig, MBPOConfig, SACConfig, make_mbpo_agent, make_sac, td_target
 from mbjax.agents.sac import tanh_gaussian_log_prob
-from mbjax.training import EnvConfig
 from mbjax.types import Transition
 
 OBS, ACT = 3, 2
@@ -118,7 +117,7 @@ def test_sac_solves_pendulum_swing_up():
                      steps_per_iteration=200, num_iterations=20, init_steps=400,
                      updates_per_step=2, model_train_every=200, buffer_capacity=10_000,
                      eval_envs=5)
-    trainer = make_mbpo_train(cfg)
+    trainer = make_mbpo_agent(cfg)
     _, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
     returns = np.asarray(metrics["return_mean"])
     assert returns[0] < -700, returns

@@ -18,19 +18,19 @@ SCRIPT = textwrap.dedent("""
     import jax
     from mbjax.models import EnsembleConfig, ModelTrainConfig
     from mbjax.sharding import jit_over_seeds, seed_sharding, vmap_over_seeds
-    from mbjax.training import EnvConfig, PlannerConfig, TrainConfig
-    from mbjax.training.loop import make_train
-    from mbjax.training.run import read_metrics, run
+    from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig, make_mpc_agent
+    from mbjax.planners import MPPIConfig
+    from mbjax.runner.run import read_metrics, run
 
     assert jax.local_device_count() == 8, jax.devices()
     out = sys.argv[1]
-    base = TrainConfig(
+    base = MPCConfig(
         preset="tiny", env=EnvConfig(name="pendulum", episode_length=50),
         model=EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
                              probabilistic=False, weight_decay=()),
         model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
-        planner=PlannerConfig(kind="mppi", horizon=10, population=32, kappa=1.0, beta=0.7,
-                              sigma=1.0, num_particles=2),
+        planner=MPPIConfig(horizon=10, population=32, kappa=1.0, beta=0.7, sigma=1.0),
+        objective=ObjectiveConfig(num_particles=2),
         num_envs=2, num_iterations=2, buffer_capacity=2000, num_seeds=4, out_dir=out)
     result = {}
     # one device; 4 devices, one seed each; all 8 as 4 seed groups x 2 data devices
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
     # Float all-reduces in the compiled iteration: none when only seeds are split (they
     # never talk; vmapped while loops only agree on their stop flag, a pred[] reduce);
     # model gradients and candidate returns summed over devices when a seed's data is.
-    trainer = make_train(base)
+    trainer = make_mpc_agent(base)
     counts = {}
     for devices, data in ((4, 1), (8, 8)):
         sharding = seed_sharding(4, devices, data)
@@ -88,6 +88,69 @@ def test_seeds_and_data_on_eight_devices_equal_one_device(tmp_path):
             assert d[k] == c[k], (k, c, d)  # resume is exact on the same sharding
     assert result["all_reduce"]["4x1"] == 0, result["all_reduce"]
     assert result["all_reduce"]["8x8"] > 0, result["all_reduce"]
+
+
+AGENTS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    from mbjax.cli import main
+    from mbjax.runner.run import read_metrics
+
+    assert jax.local_device_count() == 4, jax.devices()
+    out = sys.argv[1]
+    tiny = {
+        "mbpo-cpu": ["--env.episode-length", "20", "--steps-per-iteration", "20",
+                     "--model-train-every", "10", "--init-steps", "100",
+                     "--rollouts-per-step", "2", "--updates-per-step", "2",
+                     "--num-iterations", "2", "--eval-envs", "2",
+                     "--rollout-schedule", "0", "2", "1", "2", "--model.num-members", "3",
+                     "--model.num-elites", "2", "--model.hidden-sizes", "16", "16",
+                     "--model-train.max-epochs", "2", "--sac.hidden-sizes", "16", "16",
+                     "--sac.batch-size", "32"],
+        "mpc-distill-cpu": ["--env.episode-length", "20", "--num-iterations", "2",
+                            "--planner.population", "16", "--planner.horizon", "8",
+                            "--student-updates", "20", "--num-envs", "2", "--eval-envs", "2"],
+    }
+    result = {}
+    for preset, args in tiny.items():
+        for name, devices, data in (("one", "1", "1"), ("seeds", "0", "1"),
+                                    ("data", "0", "2")):
+            run_name = f"{preset}-{name}"
+            assert main(["train", preset, *args, "--num-seeds", "4", "--devices", devices,
+                         "--data-parallel", data, "--out-dir", out,
+                         "--run-name", run_name]) == 0
+            result[run_name] = read_metrics(f"{out}/{run_name}")
+    print("RESULT" + json.dumps(result))
+""")
+
+
+@pytest.mark.slow
+def test_mbpo_and_distillation_on_four_devices_equal_one_device(tmp_path):
+    """`mbjax train mbpo-cpu --devices 0` (4 forced host devices: 4 seeds x 1, and 2 seed
+    groups x 2 data devices) gives the 1-device metrics; the same for distillation."""
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                      + " --xla_force_host_platform_device_count=4"),
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", AGENTS_SCRIPT, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
+    result = json.loads(line[len("RESULT"):])
+    text = " ".join(out.stdout.split())
+    assert "x 4 devices (4 seeds x 1 data)" in text
+    assert "x 4 devices (2 seeds x 2 data)" in text
+    key = lambda r: (r["seed"], r["iteration"])
+    for preset, fields in (("mbpo-cpu", ("return_mean", "sac/critic_loss",
+                                         "model/train_loss")),
+                           ("mpc-distill-cpu", ("return_mean", "student/train_loss"))):
+        one, seeds, data = (sorted(result[f"{preset}-{n}"], key=key)
+                            for n in ("one", "seeds", "data"))
+        assert len(one) == 8 and [key(r) for r in one] == [key(r) for r in seeds] \
+            == [key(r) for r in data]
+        for a, b, c in zip(one, seeds, data):
+            for k in fields:
+                assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (preset, k, a, b)
+                assert c[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (preset, k, a, c)
 
 
 def test_seed_sharding_validates_counts():

@@ -5,14 +5,14 @@ import json
 import pytest
 
 from mbjax.cli import main
-from mbjax.training.run import read_metrics, run
-from mbjax.training.sweep import SweepSpec, load_spec, programs, set_field
+from mbjax.runner.run import read_metrics, run
+from mbjax.runner.sweep import SweepSpec, load_spec, programs, run_sweep, set_field
 
 TINY = {
     "env.name": "pendulum", "env.episode_length": 50, "model.num_members": 2,
     "model.num_elites": 2, "model.hidden_sizes": [32, 32], "model.probabilistic": False,
     "model.weight_decay": [], "model_train.batch_size": 32, "model_train.max_epochs": 5,
-    "planner.population": 32, "planner.num_particles": 2, "planner.beta": 0.7,
+    "planner.population": 32, "objective.num_particles": 2, "planner.beta": 0.7,
     "planner.sigma": 1.0, "num_envs": 2, "num_iterations": 2, "buffer_capacity": 2000,
 }
 
@@ -111,3 +111,30 @@ def test_wandb_sweep_config_and_agent_run_offline(tmp_path, monkeypatch):
     assert b"return_last_mean" in data and b"return_mean" in data
     # Bad arguments say what the agent expects.
     assert main(["agent", "--planner.kappa", "1.0"]) == 2
+
+
+MBPO_TINY = {"env.episode_length": 20, "steps_per_iteration": 20, "model_train_every": 10,
+             "init_steps": 100, "rollouts_per_step": 2, "updates_per_step": 2,
+             "num_iterations": 2, "eval_envs": 2, "rollout_schedule": [0, 2, 1, 2],
+             "model.num_members": 3, "model.num_elites": 2, "model.hidden_sizes": [16, 16],
+             "model_train.max_epochs": 2, "sac.hidden_sizes": [16, 16],
+             "sac.batch_size": 32}
+
+
+@pytest.mark.slow
+def test_mbpo_sweep_vmaps_real_ratio_and_a_point_equals_its_plain_run(tmp_path):
+    """MBPO's floats are traced: a grid over real_ratio x actor learning rate is ONE
+    program (4 vmapped points), and each point equals a plain run of that config."""
+    spec = SweepSpec(preset="mbpo-cpu", overrides=MBPO_TINY, num_seeds=1, name="m",
+                     out_dir=str(tmp_path), grid={"real_ratio": [0.05, 0.5],
+                                                  "sac.actor_learning_rate": [3e-4, 3e-3]})
+    todo = programs(spec)
+    assert len(todo) == 1 and len(todo[0][2]) == 4  # one compiled program
+    results = run_sweep(spec)
+    finals = {r["point"]: r["return_mean"] for r in results}
+    assert len(set(finals.values())) == 4, finals  # the floats reach the program
+    config = set_field(set_field(todo[0][0], "real_ratio", 0.5), "num_seeds", 1)
+    config = set_field(set_field(config, "sac.actor_learning_rate", 3e-3), "run_name", "plain")
+    plain = run(set_field(config, "out_dir", str(tmp_path)))
+    point = "real_ratio=0.5,actor_learning_rate=0.003"
+    assert finals[point] == pytest.approx(plain["return_last_mean"], rel=1e-3, abs=1e-2)

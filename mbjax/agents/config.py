@@ -23,6 +23,8 @@ import json
 import typing
 from typing import Any, ClassVar, Literal
 
+from mbjax.models.base import ModelSpec, model_spec
+from mbjax.planners import PlannerSpec, planner_spec
 from mbjax.planners.objectives import ObjectiveParams
 
 Propagation = Literal["ts_inf", "ts1", "expectation"]
@@ -205,8 +207,13 @@ def config_to_dict(config: RunConfig) -> dict:
 
 
 def _resolve_class(cls, values: dict, where: str):
-    """The concrete dataclass for a field typed ``cls``: a planner spec by ``kind``."""
-    from mbjax.planners import PlannerSpec, planner_spec
+    """The concrete dataclass for a field typed ``cls``: a planner or model spec by its
+    ``kind`` (a model without one is the built-in ensemble)."""
+    if isinstance(cls, type) and issubclass(cls, ModelSpec):
+        try:
+            return model_spec(values.get("kind", "ensemble"))
+        except KeyError as err:
+            raise ConfigError(f"{where}kind: {err.args[0]}") from None
 
     if isinstance(cls, type) and issubclass(cls, PlannerSpec):
         kind = values.get("kind")
@@ -256,8 +263,6 @@ def upgrade_legacy_config(d: dict) -> dict:
     uncertainty_penalty, risk_aversion) and ``replan_every``. MBPO planned with its
     critic's discount (``sac.discount``). Dicts already in today's layout pass unchanged.
     """
-    from mbjax.planners import planner_spec
-
     d = dict(d)
     d.setdefault("algorithm", "mpc")
     planner = d.get("planner")

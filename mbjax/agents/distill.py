@@ -57,8 +57,9 @@ from mbjax.agents.config import (
 )
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
-from mbjax.models.ensemble import EnsembleConfig, EnsembleModel
-from mbjax.models.training import ModelTrainConfig, make_model_trainer
+from mbjax.models.base import ModelSpec, build_model
+from mbjax.models.ensemble import EnsembleConfig
+from mbjax.models.training import ModelTrainConfig
 from mbjax.networks.mlp import ACTIVATIONS, ensemble_mlp_init, mlp_apply
 from mbjax.planners import MPPIConfig, PlannerSpec, traced_fields
 from mbjax.planners.objectives import ObjectiveParams
@@ -83,7 +84,7 @@ class DistillConfig(RunConfig):
     """The learned teacher's objective (the simulator teacher uses only its discount)."""
     true_dynamics: bool = True
     """Teacher plans on the true simulator; False: on an ensemble fitted to the data."""
-    model: EnsembleConfig = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
+    model: ModelSpec = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
                                            activation="silu", probabilistic=False,
                                            weight_decay=())
     model_train: ModelTrainConfig = ModelTrainConfig(batch_size=64, max_epochs=20)
@@ -246,8 +247,8 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
     if cfg.true_dynamics:
         objective, observe = simulator_objective(task), strip_episode_info
     else:
-        model = EnsembleModel(obs_size, action_size, cfg.model)
-        model_trainer = make_model_trainer(model, cfg.model_train)
+        model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
+        model = model_trainer.model
         objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
     planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)

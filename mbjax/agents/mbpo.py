@@ -70,8 +70,9 @@ from mbjax.buffers import (
     rollout_buffer_init,
     rollout_buffer_sample,
 )
-from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, ModelState
-from mbjax.models.training import ModelTrainConfig, make_model_trainer
+from mbjax.models.base import DynamicsModel, ModelSpec, build_model
+from mbjax.models.ensemble import EnsembleConfig
+from mbjax.models.training import ModelTrainConfig
 from mbjax.planners import CEMConfig, PlannerSpec, traced_fields
 from mbjax.planners.objectives import ObjectiveParams
 from mbjax.types import Array, PRNGKey, Transition
@@ -95,7 +96,7 @@ class MBPOConfig(RunConfig):
     env: EnvConfig = EnvConfig(name="hopper")
     num_iterations: int = 125
     sac: SACConfig = SACConfig()
-    model: EnsembleConfig = EnsembleConfig()
+    model: ModelSpec = EnsembleConfig()
     model_train: ModelTrainConfig = ModelTrainConfig()
     model_based: bool = True
     """False: SAC on real data only (no model, no rollouts)."""
@@ -257,20 +258,25 @@ def sample_initial_obs(buffer_state, key: PRNGKey, batch_size: int) -> Array:
     return buffer_state.data.obs[flat // N, flat % N]
 
 
-def make_elite_step(model: EnsembleModel, reward_fn, termination_fn):
+def make_elite_step(model: DynamicsModel, reward_fn, termination_fn):
     """step(model_state, obs [B, O], action [B, A], key) -> (next_obs, reward, done) [B]:
     each sample uses ONE uniformly drawn elite member and samples s' from its Gaussian
     (its mean for deterministic models). ``reward_fn``/``termination_fn`` None use the
-    model's reward / termination heads."""
+    model's reward / termination heads. A model state without ``elites`` (a custom model,
+    ``mbjax.models.base``) draws from all its members."""
 
-    def step(model_state: ModelState, obs: Array, action: Array, key: PRNGKey):
+    def step(model_state, obs: Array, action: Array, key: PRNGKey):
         key_member, key_noise, key_reward = jax.random.split(key, 3)
-        elites = model_state.elites
-        # Predict with the elites only: slice the member axis of the parameters.
-        elite_params = jax.tree_util.tree_map(lambda x: x[elites], model_state.params)
-        pred = model.predict(model_state.replace(params=elite_params), obs, action)
         b = obs.shape[0]
-        member = jax.random.randint(key_member, (b,), 0, elites.shape[0])
+        if hasattr(model_state, "elites") and hasattr(model_state, "params"):
+            elites = model_state.elites
+            # Predict with the elites only: slice the member axis of the parameters.
+            elite_params = jax.tree_util.tree_map(lambda x: x[elites], model_state.params)
+            pred = model.predict(model_state.replace(params=elite_params), obs, action)
+            num = elites.shape[0]
+        else:
+            pred, num = model.predict(model_state, obs, action), model.num_members
+        member = jax.random.randint(key_member, (b,), 0, num)
         rows = jnp.arange(b)
         mean = pred.next_obs_mean[member, rows]
         std = pred.next_obs_std[member, rows]
@@ -355,7 +361,7 @@ class MBPOAgent(NamedTuple):
     env: envs.Env  # the batched training env
     eval_env: envs.Env
     task_env: envs.Env
-    model: EnsembleModel | None
+    model: DynamicsModel | None
     sac: Any
     planner: Any  # unbatched planner (acting == "mpc") or None
     config: MBPOConfig
@@ -413,8 +419,8 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
     model = model_trainer = elite_step = None
     max_k = model_capacity = 0
     if cfg.model_based:
-        model = EnsembleModel(obs_size, action_size, cfg.model)
-        model_trainer = make_model_trainer(model, cfg.model_train)
+        model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
+        model = model_trainer.model
         elite_step = make_elite_step(model, *reward_functions(task, cfg.model, cfg.env.name))
         max_k = L if cfg.start_mode == "A" else cfg.rollout_schedule[3]
         model_capacity = starts_per_chunk * max_k * chunks * cfg.model_retain_iterations

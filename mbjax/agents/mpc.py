@@ -44,8 +44,9 @@ from mbjax.agents.config import (
 )
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
-from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, pddm_ensemble_config
-from mbjax.models.training import ModelTrainConfig, make_model_trainer
+from mbjax.models.base import DynamicsModel, ModelSpec, build_model
+from mbjax.models.ensemble import pddm_ensemble_config
+from mbjax.models.training import ModelTrainConfig
 from mbjax.planners import MPPIConfig, PlannerSpec, traced_fields
 from mbjax.planners.objectives import ObjectiveParams
 from mbjax.types import PRNGKey
@@ -64,7 +65,7 @@ class MPCConfig(RunConfig):
     algorithm = "mpc"
 
     preset: str = "pddm"
-    model: EnsembleConfig = pddm_ensemble_config(500)
+    model: ModelSpec = pddm_ensemble_config(500)
     """Default: PDDM's 3 x (2 x 500) deterministic ensemble."""
     model_train: ModelTrainConfig = ModelTrainConfig()
     planner: PlannerSpec = PDDM_MPPI
@@ -135,7 +136,7 @@ class MPCAgent(NamedTuple):
     default_hparams: MPCHParams
     env: envs.Env  # the batched, episode-wrapped env the loop steps
     task_env: envs.Env  # the bare task (for reward/termination fns and true dynamics)
-    model: EnsembleModel
+    model: DynamicsModel
     planner: P.Planner  # unbatched planner
     config: MPCConfig
 
@@ -163,8 +164,9 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
     task = make_task(cfg, task_env)
     env = batched_env(task, cfg.num_envs)
     low, high = task.env.action_low, task.env.action_high
-    model = EnsembleModel(task.env.observation_size, task.env.action_size, cfg.model)
-    model_trainer = make_model_trainer(model, cfg.model_train)
+    model_trainer = build_model(cfg.model, task.env.observation_size, task.env.action_size,
+                                cfg.model_train)
+    model = model_trainer.model
     if cfg.true_dynamics:
         objective = simulator_objective(task)
         observe = strip_episode_info

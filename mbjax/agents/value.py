@@ -27,6 +27,7 @@ import jax
 
 from mbjax.agents.sac import SAC
 from mbjax.models.ensemble import EnsembleModel
+from mbjax.models.true_dynamics import simulate
 from mbjax.planners.objectives import discounted_return, make_model_objective
 from mbjax.types import Array
 
@@ -70,7 +71,6 @@ def make_env_value_objective(env, value_fn: Callable | None, discount: float = 0
     ``env`` must not auto-reset (the task env); ``value_fn(params, obs [O]) -> []``, e.g.
     ``sac.value``; None plans without a tail (then ``value_params`` is unused).
     """
-    from mbjax.models.true_dynamics import simulate
 
     def objective(value_params, state, actions, key):
         del key

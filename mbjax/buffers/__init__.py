@@ -5,6 +5,12 @@
 >>> state = buffer.init(example_transition)
 """
 
+from mbjax.buffers.masked import (
+    RolloutBufferState,
+    rollout_buffer_add,
+    rollout_buffer_init,
+    rollout_buffer_sample,
+)
 from mbjax.buffers.replay import (
     EpisodeEndFn,
     ReplayBuffer,
@@ -13,12 +19,6 @@ from mbjax.buffers.replay import (
     mapping_episode_end,
     no_episode_ends,
     transition_episode_end,
-)
-from mbjax.buffers.masked import (
-    RolloutBufferState,
-    rollout_buffer_add,
-    rollout_buffer_init,
-    rollout_buffer_sample,
 )
 from mbjax.buffers.serialization import load, save
 from mbjax.buffers.state import BufferFileError, BufferState, ReplayBufferError

@@ -1,5 +1,16 @@
-"""Learned dynamics models: ensembles, training, rollouts."""
+"""Learned dynamics models: the model protocol and registry, ensembles, training,
+rollouts."""
 
+from mbjax.models.base import (
+    MODELS,
+    BuiltModel,
+    DynamicsModel,
+    ModelSpec,
+    build_model,
+    model_spec,
+    register_model,
+    unregister_model,
+)
 from mbjax.models.ensemble import (
     EnsembleConfig,
     EnsembleModel,
@@ -15,11 +26,15 @@ from mbjax.models.training import (
     ModelTrainConfig,
     ModelTrainer,
     ModelTrainingError,
+    build_ensemble,
     make_model_trainer,
     raise_if_failed,
 )
 
-__all__ = ["EnsembleConfig", "EnsembleModel", "EnsembleParams", "ModelState",
-           "ModelTrainConfig", "ModelTrainer", "ModelTrainingError", "Prediction",
-           "load_model", "make_model_trainer", "model_metadata", "pddm_ensemble_config",
-           "raise_if_failed", "save_model"]
+__all__ = [
+    "MODELS", "BuiltModel", "DynamicsModel", "EnsembleConfig", "EnsembleModel",
+    "EnsembleParams", "ModelSpec", "ModelState", "ModelTrainConfig", "ModelTrainer",
+    "ModelTrainingError", "Prediction", "build_ensemble", "build_model", "load_model",
+    "make_model_trainer", "model_metadata", "model_spec", "pddm_ensemble_config",
+    "raise_if_failed", "register_model", "save_model", "unregister_model",
+]

@@ -26,15 +26,18 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from mbjax.models.base import ModelSpec
 from mbjax.networks.mlp import ACTIVATIONS, ensemble_mlp_apply, ensemble_mlp_init
 from mbjax.networks.normalizer import Normalizer
 from mbjax.types import Array, PRNGKey
 
 
 @dataclasses.dataclass(frozen=True)
-class EnsembleConfig:
-    """Architecture of the ensemble. Defaults: PETS/MBPO probabilistic ensemble."""
+class EnsembleConfig(ModelSpec):
+    """Architecture of the ensemble (the built-in model, kind "ensemble"). Defaults:
+    PETS/MBPO probabilistic ensemble."""
 
+    kind: str = "ensemble"
     num_members: int = 7  # MBPO (Janner et al. 2019, App. C): 7 members ...
     num_elites: int = 5  # ... of which the 5 best on held-out data are used
     hidden_sizes: tuple[int, ...] = (200, 200, 200, 200)  # PETS & MBPO: 4 x 200
@@ -50,8 +53,7 @@ class EnsembleConfig:
     weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
 
     def __post_init__(self):
-        if self.num_members < 1:
-            raise ValueError(f"num_members must be >= 1, got {self.num_members}")
+        super().__post_init__()
         if not 1 <= self.num_elites <= self.num_members:
             raise ValueError(f"num_elites must be in [1, num_members={self.num_members}], "
                              f"got {self.num_elites}")

@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mbjax.models.ensemble import EnsembleModel, ModelState
+from mbjax.models.base import BuiltModel, register_model
+from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, ModelState
 from mbjax.networks.normalizer import fit_normalizer
 from mbjax.sharding import shard_along_data
 from mbjax.types import Array, PRNGKey
@@ -318,3 +319,14 @@ def raise_if_failed(metrics: dict, iteration: int | None = None) -> None:
         raise ModelTrainingError(
             f"model training{where}: the loss became NaN or inf (diverged); those updates "
             "were not applied. Lower the learning rate or check data scales.")
+
+
+def build_ensemble(spec: EnsembleConfig, obs_size: int, action_size: int,
+                   train_config: ModelTrainConfig | None = None) -> BuiltModel:
+    """The built-in model: an ``EnsembleModel`` with ``make_model_trainer``'s init/train."""
+    model = EnsembleModel(obs_size, action_size, spec)
+    trainer = make_model_trainer(model, train_config)
+    return BuiltModel(model=model, init=trainer.init, train=trainer.train)
+
+
+register_model(EnsembleConfig, build_ensemble)

@@ -55,6 +55,7 @@ import numpy as np
 
 from mbjax.agents import RunConfig, agent_spec, make_agent
 from mbjax.runner import presets
+from mbjax.runner.run import SeedBatch, read_metrics, run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,6 @@ def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
     """Runs every program of the sweep and writes the sweep table and plot."""
     from rich.console import Console
 
-    from mbjax.runner.run import SeedBatch, read_metrics, run
 
     console = console or Console()
     todo = programs(spec)
@@ -248,7 +248,6 @@ def run_agent(argv: list[str], console=None) -> dict:
     """``mbjax agent``: one wandb-sweep run (see the module docstring); the summary."""
     import os
 
-    from mbjax.runner.run import run
 
     preset, grid, overrides = parse_agent_args(argv)
     config = apply_overrides(presets.get(preset), overrides)
