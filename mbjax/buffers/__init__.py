@@ -25,7 +25,7 @@ from mbjax.buffers.state import BufferFileError, BufferState, ReplayBufferError
 
 __all__ = [
     "BufferFileError", "BufferState", "EpisodeEndFn", "ReplayBuffer", "ReplayBufferError",
-    "RolloutBufferState", "as_dataset", "rollout_buffer_add", "rollout_buffer_init",
-    "rollout_buffer_sample", "load", "make_replay_buffer", "mapping_episode_end", "no_episode_ends", "save",
-    "transition_episode_end",
+    "RolloutBufferState", "as_dataset", "load", "make_replay_buffer", "mapping_episode_end",
+    "no_episode_ends", "rollout_buffer_add", "rollout_buffer_init", "rollout_buffer_sample",
+    "save", "transition_episode_end",
 ]
