@@ -61,17 +61,22 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_seeds_and_data_on_eight_devices_equal_one_device(tmp_path):
+def run_on_devices(script: str, devices: int, tmp_path, timeout: int) -> tuple[dict, str]:
+    """Runs ``script`` with ``devices`` forced CPU host devices; (its RESULT json, its
+    output on one line: rich may wrap lines)."""
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=8"),
+                                      + f" --xla_force_host_platform_device_count={devices}"),
                JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
-    result = json.loads(line[len("RESULT"):])
-    text = " ".join(out.stdout.split())  # rich may wrap the line
+    return json.loads(line[len("RESULT"):]), " ".join(out.stdout.split())
+
+
+@pytest.mark.slow
+def test_seeds_and_data_on_eight_devices_equal_one_device(tmp_path):
+    result, text = run_on_devices(SCRIPT, 8, tmp_path, timeout=600)
     assert "x 4 devices (4 seeds x 1 data)" in text
     assert "x 8 devices (4 seeds x 2 data)" in text
     key = lambda r: (r["seed"], r["iteration"])
@@ -128,15 +133,7 @@ AGENTS_SCRIPT = textwrap.dedent("""
 def test_mbpo_and_distillation_on_four_devices_equal_one_device(tmp_path):
     """`mbjax train mbpo-cpu --devices 0` (4 forced host devices: 4 seeds x 1, and 2 seed
     groups x 2 data devices) gives the 1-device metrics; the same for distillation."""
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=4"),
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", AGENTS_SCRIPT, str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=800)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT"))
-    result = json.loads(line[len("RESULT"):])
-    text = " ".join(out.stdout.split())
+    result, text = run_on_devices(AGENTS_SCRIPT, 4, tmp_path, timeout=800)
     assert "x 4 devices (4 seeds x 1 data)" in text
     assert "x 4 devices (2 seeds x 2 data)" in text
     key = lambda r: (r["seed"], r["iteration"])

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import mbjax.envs as envs
+from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig, make_agent, make_mpc_agent
 from mbjax.checkpoint import CheckpointError
 from mbjax.cli import main
 from mbjax.models import EnsembleConfig, ModelTrainConfig
-from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig, make_agent, make_mpc_agent
 from mbjax.planners import MPPIConfig
 from mbjax.runner import presets
 from mbjax.runner.run import list_checkpoints, read_metrics, run
@@ -30,8 +30,7 @@ TINY = MPCConfig(
     model=EnsembleConfig(num_members=2, num_elites=2, hidden_sizes=(32, 32),
                          probabilistic=False, weight_decay=()),
     model_train=ModelTrainConfig(batch_size=32, max_epochs=5),
-    planner=MPPIConfig(horizon=10, population=32, kappa=1.0, beta=0.7,
-                          sigma=1.0),
+    planner=MPPIConfig(horizon=10, population=32, kappa=1.0, beta=0.7, sigma=1.0),
     objective=ObjectiveConfig(num_particles=2),
     num_envs=2, num_iterations=3, buffer_capacity=2000,
 )
@@ -46,15 +45,9 @@ def test_pddm_learns_pendulum_swing_up():
     """Short PDDM-style run: the MPC return rises from random-policy level (~-1200 over
     200 steps; zero torque from hanging down ~-2000) to near the hand-designed expert
     (-120..-400 depending on the start; see tests/test_planners.py)."""
-    cfg = dataclasses.replace(
-        TINY, env=EnvConfig(name="pendulum"),
-        model=EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
-                             probabilistic=False, weight_decay=()),
-        model_train=ModelTrainConfig(batch_size=64, max_epochs=20),
-        planner=MPPIConfig(horizon=25, population=128, kappa=1.0, beta=0.7,
-                              sigma=1.0),
-    objective=ObjectiveConfig(num_particles=3),
-        num_iterations=5, buffer_capacity=10_000)
+    # pddm-cpu's model, model fitting and MPPI (2 envs), one seed, 5 iterations.
+    cfg = dataclasses.replace(presets.get("pddm-cpu"), num_seeds=1, num_iterations=5,
+                              buffer_capacity=10_000)
     trainer = make_mpc_agent(cfg)
     _, metrics = jax.jit(trainer.train)(jax.random.PRNGKey(0))
     returns = np.asarray(metrics["return_mean"])

@@ -32,7 +32,12 @@ import jax
 import jax.numpy as jnp
 
 import mbjax.envs as envs
-from mbjax.agents.config import ObjectiveConfig, RunConfig
+from mbjax.agents.config import (  # noqa: F401 (re-exported for the agents)
+    OBJECTIVE_TRACED_FIELDS,
+    ObjectiveConfig,
+    RunConfig,
+    objective_params,
+)
 from mbjax.envs.wrappers import EpisodeWrapper
 from mbjax.models.true_dynamics import simulate
 from mbjax.planners.objectives import discounted_return, make_tunable_model_objective

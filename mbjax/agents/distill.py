@@ -38,23 +38,8 @@ from flax import struct
 
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.agents.base import (
-    batched_env,
-    example_transition,
-    first_episode_return,
-    make_task,
-    model_objective,
-    register_agent,
-    scan_train,
-    simulator_objective,
-)
-from mbjax.agents.config import (
-    OBJECTIVE_TRACED_FIELDS,
-    EnvConfig,
-    ObjectiveConfig,
-    RunConfig,
-    objective_params,
-)
+from mbjax.agents import base
+from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
 from mbjax.models.base import ModelSpec, build_model
@@ -147,14 +132,14 @@ class DistillHParams:
 
 def distill_hparams(config: DistillConfig) -> DistillHParams:
     return DistillHParams(planner=config.planner.default_params(),
-                          objective=objective_params(config.objective),
+                          objective=base.objective_params(config.objective),
                           model_learning_rate=config.model_train.learning_rate,
                           learning_rate=config.learning_rate, beta_decay=config.beta_decay)
 
 
 def distill_traced_fields(config: DistillConfig) -> tuple[str, ...]:
     return (tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
-            + OBJECTIVE_TRACED_FIELDS
+            + base.OBJECTIVE_TRACED_FIELDS
             + ("model_train.learning_rate", "learning_rate", "beta_decay"))
 
 
@@ -236,20 +221,20 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
                        ) -> DistillAgent:
     """Builds the compiled DAgger loop for ``config``; see the module docstring."""
     cfg = config
-    task = make_task(cfg, task_env)
+    task = base.make_task(cfg, task_env)
     L, N = task.episode_length, cfg.num_envs
-    env, eval_env = batched_env(task, N), batched_env(task, cfg.eval_envs)
+    env, eval_env = base.batched_env(task, N), base.batched_env(task, cfg.eval_envs)
     obs_size, action_size = task.env.observation_size, task.env.action_size
     student = make_student(obs_size, action_size, task.env.action_low, task.env.action_high,
                            cfg.hidden_sizes, cfg.activation, cfg.student_updates)
     adam, half = student.optimizer, student.half
     model = model_trainer = None
     if cfg.true_dynamics:
-        objective, observe = simulator_objective(task), strip_episode_info
+        objective, observe = base.simulator_objective(task), strip_episode_info
     else:
         model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
         model = model_trainer.model
-        objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
+        objective = base.model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
     planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
     batched = P.batch(planner)
@@ -268,7 +253,7 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         real_state = model_state = None
         env_steps = 0
         if not cfg.true_dynamics:
-            real_state = real_buffer.init(example_transition(task.env))
+            real_state = real_buffer.init(base.example_transition(task.env))
             model_state = model_trainer.init(key_model)
 
             def prefill(buf, key):
@@ -318,14 +303,14 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         data = dataset.add(ts.dataset, labels)
         real = real_buffer.add(ts.real_buffer, transitions) if ts.real_buffer is not None \
             else None
-        ret, _ = first_episode_return(transitions)
+        ret, _ = base.first_episode_return(transitions)
         return (ts.replace(dataset=data, real_buffer=real), beta), (ret, jnp.mean(err))
 
     def run_student(ts: DistillState, key):
         key_reset, key_run = jax.random.split(key)
         policy = lambda obs, key: student.act(ts.student, obs)
         _, transitions = envs.rollout(eval_env, policy, eval_env.reset(key_reset), key_run, L)
-        return first_episode_return(transitions)[0]
+        return base.first_episode_return(transitions)[0]
 
     def evaluate_teacher(ts: DistillState, key):
         """Teacher MPC episodes from the same start states as ``evaluate(ts, key)``."""
@@ -335,7 +320,7 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         _, _, transitions, _ = P.mpc(eval_env, batched, ts.hparams.planner, teacher_inputs(ts),
                                      eval_env.reset(key_reset), pstate, key_run, L,
                                      observe=observe)
-        return first_episode_return(transitions)[0]
+        return base.first_episode_return(transitions)[0]
 
     def train_iteration(ts: DistillState):
         key, key_model, key_collect, key_train, key_eval = jax.random.split(ts.key, 5)
@@ -369,11 +354,11 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         return ts, metrics
 
     return DistillAgent(init=init, train_iteration=train_iteration,
-                        train=scan_train(init, train_iteration, cfg.num_iterations),
+                        train=base.scan_train(init, train_iteration, cfg.num_iterations),
                         evaluate=run_student, evaluate_teacher=evaluate_teacher,
                         default_hparams=default_hparams, student_act=student.act,
                         teacher_plan=teacher_plan, planner=planner, env=env,
                         eval_env=eval_env, task_env=task.env, config=cfg)
 
 
-register_agent(DistillConfig, make_distill_agent, distill_traced_fields)
+base.register_agent(DistillConfig, make_distill_agent, distill_traced_fields)

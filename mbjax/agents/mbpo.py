@@ -44,24 +44,8 @@ from flax import struct
 
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.agents.base import (
-    batched_env,
-    example_transition,
-    first_episode_return,
-    make_task,
-    model_objective,
-    register_agent,
-    reset_where,
-    reward_functions,
-    scan_train,
-)
-from mbjax.agents.config import (
-    OBJECTIVE_TRACED_FIELDS,
-    EnvConfig,
-    ObjectiveConfig,
-    RunConfig,
-    objective_params,
-)
+from mbjax.agents import base
+from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig
 from mbjax.agents.sac import SAC_TRACED_FIELDS, SACConfig, SACHParams, make_sac, sac_hparams
 from mbjax.buffers import (
     as_dataset,
@@ -195,7 +179,7 @@ def mbpo_hparams(config: MBPOConfig, action_size: int) -> MBPOHParams:
         sac=sac_hparams(config.sac, action_size), real_ratio=config.real_ratio,
         model_learning_rate=config.model_train.learning_rate,
         planner=config.planner.default_params() if config.acting == "mpc" else None,
-        objective=objective_params(config.objective))
+        objective=base.objective_params(config.objective))
 
 
 def mbpo_traced_fields(config: MBPOConfig) -> tuple[str, ...]:
@@ -203,7 +187,7 @@ def mbpo_traced_fields(config: MBPOConfig) -> tuple[str, ...]:
     fields = SAC_TRACED_FIELDS + ("real_ratio", "model_train.learning_rate")
     if config.acting == "mpc":
         fields += tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
-        fields += OBJECTIVE_TRACED_FIELDS
+        fields += base.OBJECTIVE_TRACED_FIELDS
     return fields
 
 
@@ -382,6 +366,29 @@ def mix_batches(real, model, real_ratio, batch_size: int):
         real, model)
 
 
+def sample_sac_batches(real_buffer, buffer_state, model_buffer, real_ratio, key_real,
+                       key_model, num_batches: int, batch_size: int, window):
+    """``num_batches`` SAC batches [G, B, ...] mixing real rows (``real_buffer`` state
+    ``buffer_state``) and rows of the newest ``window`` model transitions
+    (``model_buffer``; None = real data only) by ``mix_batches``."""
+    as_batches = lambda x: jax.tree_util.tree_map(
+        lambda y: y.reshape((num_batches, batch_size) + y.shape[1:]), x)
+    n = num_batches * batch_size
+    real = as_batches(real_buffer.sample(buffer_state, key_real, n))
+    model_rows = None if model_buffer is None else as_batches(
+        rollout_buffer_sample(model_buffer, key_model, n, window))
+    return mix_batches(real, model_rows, real_ratio, batch_size)
+
+
+def finished_return(stats: dict, last_return: Array) -> Array:
+    """Mean return of the training episodes that finished this iteration (``stats``:
+    per-step ``finished`` counts and ``finished_return_sum``), or, if none did, the mean
+    of each env's latest finished episode (``last_return`` [N])."""
+    finished = jnp.sum(stats["finished"])
+    return jnp.where(finished > 0, jnp.sum(stats["finished_return_sum"])
+                     / jnp.maximum(finished, 1), jnp.mean(last_return))
+
+
 def summarise_iteration(model_metrics: dict, sac_metrics: dict) -> dict:
     """One row from the per-chunk model metrics and per-step SAC metrics: booleans
     (failures) any, counts the last chunk's, everything else the mean."""
@@ -397,18 +404,51 @@ def summarise_iteration(model_metrics: dict, sac_metrics: dict) -> dict:
     return metrics
 
 
+def make_refit_and_rollout(model_trainer, real_buffer, elite_step, sac,
+                           num_starts: int, max_k: int, from_all_states: bool):
+    """refit(state, k, key) -> (state, metrics): fit the model on the whole real buffer,
+    then ``num_starts`` branched rollouts of k (<= max_k, may be traced) steps with the
+    current policy from buffer states (all visited ones, or episode starts), their valid
+    steps appended to the model buffer."""
+
+    def refit(ts: MBPOState, k, key):
+        key_model, key_start, key_roll = jax.random.split(key, 3)
+        data, num_valid = as_dataset(ts.real_buffer)
+        model_state, metrics = model_trainer.train(
+            ts.model_state, data, num_valid, key_model,
+            learning_rate=ts.hparams.model_learning_rate)
+        if from_all_states:
+            obs0 = real_buffer.sample(ts.real_buffer, key_start, num_starts).obs
+        else:
+            obs0 = sample_initial_obs(ts.real_buffer, key_start, num_starts)
+        policy = lambda obs, key: sac.act(ts.sac_state, obs, key)
+        transitions, valid = branched_rollouts(elite_step, model_state, policy, obs0,
+                                               key_roll, k, max_k)
+        flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
+        model_buffer = rollout_buffer_add(ts.model_buffer, flat, valid.reshape(-1))
+        metrics = dict(metrics)
+        metrics["rollout/valid_transitions"] = jnp.sum(valid, dtype=jnp.int32)
+        # Mean steps before a rollout ended (termination, divergence or k).
+        metrics["rollout/mean_length"] = jnp.mean(jnp.sum(valid, axis=0))
+        metrics["rollout/terminated_fraction"] = jnp.mean(
+            jnp.any(valid & (transitions.done > 0.5), axis=0))
+        return ts.replace(model_state=model_state, model_buffer=model_buffer), metrics
+
+    return refit
+
+
 def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBPOAgent:
     """Builds the compiled MBPO (or SAC) loop for ``config``; see the module docstring.
 
     ``task_env`` replaces ``envs.make(config.env.name)`` (a custom or instrumented env).
     """
     cfg = config
-    task = make_task(cfg, task_env)
+    task = base.make_task(cfg, task_env)
     L, n_env = task.episode_length, cfg.num_envs
-    env, eval_env = batched_env(task, n_env), batched_env(task, cfg.eval_envs)
+    env, eval_env = base.batched_env(task, n_env), base.batched_env(task, cfg.eval_envs)
     obs_size, action_size = task.env.observation_size, task.env.action_size
     sac = make_sac(obs_size, action_size, task.env.action_low, task.env.action_high, cfg.sac)
-    example = example_transition(task.env)
+    example = base.example_transition(task.env)
     real_buffer = make_replay_buffer(cfg.buffer_capacity, n_env)
     random_policy = envs.uniform_random_policy(env)
     default_hparams = mbpo_hparams(cfg, action_size)
@@ -421,20 +461,20 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
     if cfg.model_based:
         model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
         model = model_trainer.model
-        elite_step = make_elite_step(model, *reward_functions(task, cfg.model, cfg.env.name))
+        reward_fns = base.reward_functions(task, cfg.model, cfg.env.name)
+        elite_step = make_elite_step(model, *reward_fns)
         max_k = L if cfg.start_mode == "A" else cfg.rollout_schedule[3]
         model_capacity = starts_per_chunk * max_k * chunks * cfg.model_retain_iterations
     planner = batched_planner = None
     if cfg.acting == "mpc":
-        objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name,
-                                    terminal_value=sac.value)
+        objective = base.model_objective(model, task, cfg.model, cfg.objective,
+                                         cfg.env.name, terminal_value=sac.value)
         planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
         batched_planner = P.batch(planner)
 
-    def current_k(iteration):
-        if cfg.start_mode == "A":
-            return jnp.asarray(L, jnp.int32)
-        return rollout_length(cfg.rollout_schedule, iteration)
+    refit_and_rollout = make_refit_and_rollout(
+        model_trainer, real_buffer, elite_step, sac, starts_per_chunk, max_k,
+        from_all_states=cfg.start_mode == "C")
 
     def init(key: PRNGKey, hparams: MBPOHParams | None = None) -> MBPOState:
         hparams = default_hparams if hparams is None else hparams
@@ -457,29 +497,6 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             hparams=hparams, key=key, iteration=jnp.zeros((), jnp.int32),
             env_steps=jnp.asarray(cfg.init_steps, jnp.int32), last_return=jnp.zeros(n_env))
 
-    def refit_and_rollout(ts: MBPOState, k, key):
-        key_model, key_start, key_roll = jax.random.split(key, 3)
-        data, num_valid = as_dataset(ts.real_buffer)
-        model_state, metrics = model_trainer.train(
-            ts.model_state, data, num_valid, key_model,
-            learning_rate=ts.hparams.model_learning_rate)
-        if cfg.start_mode == "C":
-            obs0 = real_buffer.sample(ts.real_buffer, key_start, starts_per_chunk).obs
-        else:
-            obs0 = sample_initial_obs(ts.real_buffer, key_start, starts_per_chunk)
-        policy = lambda obs, key: sac.act(ts.sac_state, obs, key)
-        transitions, valid = branched_rollouts(elite_step, model_state, policy, obs0,
-                                               key_roll, k, max_k)
-        flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)
-        model_buffer = rollout_buffer_add(ts.model_buffer, flat, valid.reshape(-1))
-        metrics = dict(metrics)
-        metrics["rollout/valid_transitions"] = jnp.sum(valid, dtype=jnp.int32)
-        # Mean steps before a rollout ended (termination, divergence or k).
-        metrics["rollout/mean_length"] = jnp.mean(jnp.sum(valid, axis=0))
-        metrics["rollout/terminated_fraction"] = jnp.mean(
-            jnp.any(valid & (transitions.done > 0.5), axis=0))
-        return ts.replace(model_state=model_state, model_buffer=model_buffer), metrics
-
     def act(ts: MBPOState, obs, planner_state, key, deterministic=False):
         if planner is None:
             return sac.act(ts.sac_state, obs, key, deterministic), planner_state
@@ -499,14 +516,11 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
         ended = next_state.done > 0.5
         episode_return = ts.env_state.info["episode_return"] + next_state.reward
         if pstate is not None:  # a fresh planner for each new episode
-            pstate = reset_where(ended, batched_planner.init(
+            pstate = base.reset_where(ended, batched_planner.init(
                 jax.random.split(key_plan, n_env)), pstate)
-        as_batches = lambda x: jax.tree_util.tree_map(
-            lambda y: y.reshape((G, batch_size) + y.shape[1:]), x)
-        real = as_batches(real_buffer.sample(buffer_state, key_real, G * batch_size))
-        model_rows = as_batches(rollout_buffer_sample(
-            ts.model_buffer, key_model, G * batch_size, window)) if cfg.model_based else None
-        batches = mix_batches(real, model_rows, ts.hparams.real_ratio, batch_size)
+        batches = sample_sac_batches(real_buffer, buffer_state, ts.model_buffer,
+                                     ts.hparams.real_ratio, key_real, key_model, G,
+                                     batch_size, window)
         sac_state, sac_metrics = sac.update_many(ts.sac_state, batches, key_update)
         ts = ts.replace(sac_state=sac_state, real_buffer=buffer_state, env_state=next_state,
                         planner_state=pstate,
@@ -538,18 +552,17 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                 eval_env, batched_planner, ts.hparams.planner,
                 (ts.model_state, ts.hparams.objective, ts.sac_state), state, pstate,
                 key_run, L)
-        return first_episode_return(transitions)
+        return base.first_episode_return(transitions)
 
     def train_iteration(ts: MBPOState):
         key, key_chunks, key_eval = jax.random.split(ts.key, 3)
-        k = current_k(ts.iteration)
+        k = jnp.asarray(L, jnp.int32) if cfg.start_mode == "A" else rollout_length(
+            cfg.rollout_schedule, ts.iteration)
         (ts, _), (model_metrics, sac_metrics, stats) = jax.lax.scan(
             chunk, (ts, k), jax.random.split(key_chunks, chunks))
         returns, lengths = run_eval(ts, key_eval)
         finished = jnp.sum(stats["finished"])
-        train_return = jnp.where(finished > 0,
-                                 jnp.sum(stats["finished_return_sum"]) / jnp.maximum(
-                                     finished, 1), jnp.mean(ts.last_return))
+        train_return = finished_return(stats, ts.last_return)
         ts = ts.replace(key=key, iteration=ts.iteration + 1,
                         env_steps=ts.env_steps + cfg.steps_per_iteration * n_env)
         metrics = summarise_iteration(model_metrics, sac_metrics)
@@ -569,11 +582,11 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
         return run_eval(ts, key)[0]
 
     return MBPOAgent(init=init, train_iteration=train_iteration,
-                     train=scan_train(init, train_iteration, cfg.num_iterations),
+                     train=base.scan_train(init, train_iteration, cfg.num_iterations),
                      evaluate=evaluate, default_hparams=default_hparams, env=env,
                      eval_env=eval_env, task_env=task.env, model=model, sac=sac,
                      planner=planner, config=cfg, max_rollout_length=max_k,
                      episode_length=L)
 
 
-register_agent(MBPOConfig, make_mbpo_agent, mbpo_traced_fields)
+base.register_agent(MBPOConfig, make_mbpo_agent, mbpo_traced_fields)

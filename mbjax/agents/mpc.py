@@ -26,22 +26,8 @@ from flax import struct
 
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.agents.base import (
-    batched_env,
-    example_transition,
-    first_episode_return,
-    make_task,
-    model_objective,
-    register_agent,
-    scan_train,
-    simulator_objective,
-)
-from mbjax.agents.config import (
-    OBJECTIVE_TRACED_FIELDS,
-    ObjectiveConfig,
-    RunConfig,
-    objective_params,
-)
+from mbjax.agents import base
+from mbjax.agents.config import ObjectiveConfig, RunConfig
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
 from mbjax.models.base import DynamicsModel, ModelSpec, build_model
@@ -144,14 +130,14 @@ class MPCAgent(NamedTuple):
 def mpc_hparams(config: MPCConfig) -> MPCHParams:
     """The traced floats of ``config``."""
     return MPCHParams(planner=config.planner.default_params(),
-                      objective=objective_params(config.objective),
+                      objective=base.objective_params(config.objective),
                       model_learning_rate=config.model_train.learning_rate)
 
 
 def mpc_traced_fields(config: MPCConfig) -> tuple[str, ...]:
     """Dotted config fields that live in ``MPCHParams`` (vmapped by sweeps)."""
     return (tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
-            + OBJECTIVE_TRACED_FIELDS + ("model_train.learning_rate",))
+            + base.OBJECTIVE_TRACED_FIELDS + ("model_train.learning_rate",))
 
 
 def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAgent:
@@ -161,22 +147,22 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
     one in tests).
     """
     cfg = config
-    task = make_task(cfg, task_env)
-    env = batched_env(task, cfg.num_envs)
+    task = base.make_task(cfg, task_env)
+    env = base.batched_env(task, cfg.num_envs)
     low, high = task.env.action_low, task.env.action_high
     model_trainer = build_model(cfg.model, task.env.observation_size, task.env.action_size,
                                 cfg.model_train)
     model = model_trainer.model
     if cfg.true_dynamics:
-        objective = simulator_objective(task)
+        objective = base.simulator_objective(task)
         observe = strip_episode_info
     else:
-        objective = model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
+        objective = base.model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
     planner = cfg.planner.build(objective, low, high)
     batched_planner = P.batch(planner)
     buffer = make_replay_buffer(cfg.buffer_capacity, cfg.num_envs)
-    example = example_transition(task.env)
+    example = base.example_transition(task.env)
     random_policy = envs.uniform_random_policy(env)
     steps = task.episode_length
     default_hparams = mpc_hparams(cfg)
@@ -213,7 +199,7 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
             env, batched_planner, hparams.planner, objective_inputs(model_state, hparams),
             env_state, pstate, key_mpc, steps, cfg.replan_every, observe=observe)
         buffer_state = buffer.add(buffer_state, transitions)
-        ret, length = first_episode_return(transitions)
+        ret, length = base.first_episode_return(transitions)
         stats = {"return": ret, "length": length,
                  "planner_nonfinite": jnp.sum(infos["num_nonfinite"]),
                  "predicted_return": jnp.mean(infos["best_return"])}
@@ -255,9 +241,9 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
         return stats["return"]
 
     return MPCAgent(init=init, train_iteration=train_iteration,
-                    train=scan_train(init, train_iteration, cfg.num_iterations),
+                    train=base.scan_train(init, train_iteration, cfg.num_iterations),
                     evaluate=evaluate, default_hparams=default_hparams, env=env,
                     task_env=task.env, model=model, planner=planner, config=cfg)
 
 
-register_agent(MPCConfig, make_mpc_agent, mpc_traced_fields)
+base.register_agent(MPCConfig, make_mpc_agent, mpc_traced_fields)
