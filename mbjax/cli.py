@@ -4,7 +4,7 @@
   mbjax train PRESET --overwrite ...                    replace an old run of that name
   mbjax train --resume RUN_DIR [--devices 0 ...]        continue a run (runtime flags allowed)
   mbjax eval RUN_DIR                                    MPC episodes with a run's model
-  mbjax sweep SPEC.yaml                                 grid sweep (floats vmapped), table + plot
+  mbjax sweep SPEC.yaml [--workers W]                   grid sweep (floats vmapped), table + plot
   mbjax sweep SPEC.yaml --wandb                         write a wandb sweep (many machines)
   mbjax agent --preset=P --field=value ...              one wandb-sweep run (wandb agent)
   mbjax presets | mbjax envs                            list presets / environments
@@ -133,8 +133,14 @@ def _sweep(argv: list[str]) -> int:
     parser.add_argument("spec", help="YAML or JSON sweep spec")
     parser.add_argument("--wandb", action="store_true",
                         help="only write a wandb sweep config (grid, program mbjax agent)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run this many of the shape-changing programs at once, in "
+                        "worker processes that split the GPUs (default 1: in turn)")
     args = parser.parse_args(argv)
-    (write_wandb_sweep if args.wandb else run_sweep)(load_spec(args.spec))
+    if args.wandb:
+        write_wandb_sweep(load_spec(args.spec))
+    else:
+        run_sweep(load_spec(args.spec), workers=args.workers)
     return 0
 
 

@@ -49,8 +49,10 @@ def test_sweep_two_by_two_equals_separate_runs(tmp_path):
     import yaml
 
     spec_path.write_text(yaml.safe_dump(spec))
-    assert main(["sweep", str(spec_path)]) == 0
+    assert main(["sweep", str(spec_path), "--workers", "2"]) == 0  # 2 programs at once
     root = tmp_path / "s"
+    assert sorted(p.name for p in root.glob("program_*.log")) == ["program_0.log",
+                                                                  "program_1.log"]
     results = json.loads((root / "sweep.json").read_text())["results"]
     assert len(results) == 4 and all(len(r["returns"]) == 2 for r in results)
     assert (root / "sweep.png").stat().st_size > 1000

@@ -36,8 +36,11 @@ float axes are not vmapped across points here, each point is its own run). ``mbj
 ``--field=value`` arguments (wandb's ``${args}``) to the preset, trains, and logs to wandb
 (online unless ``WANDB_MODE`` says ``offline``/``disabled``).
 
-What is not here: spreading ``mbjax sweep``'s separate programs over devices or
-processes (they run in sequence; each one can use every device via ``--devices``).
+Separate programs run one after another, each on every device it is given
+(``--devices``), or with ``mbjax sweep SPEC --workers W`` W at a time in worker
+processes that split the machine's GPUs round-robin (on a CPU they share it). What is not
+here: spreading programs over the processes of a multi-host job (launch one sweep per
+host with a spec each, or use the wandb sweep).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ import csv
 import dataclasses
 import itertools
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,31 +159,101 @@ def programs(spec: SweepSpec) -> list[tuple[RunConfig, list[dict], list[dict]]]:
     return out
 
 
-def run_sweep(spec: SweepSpec, console=None) -> list[dict]:
-    """Runs every program of the sweep and writes the sweep table and plot."""
-    from rich.console import Console
+def program_batch(spec: SweepSpec, config, shape_point: dict, float_points: list[dict]
+                  ) -> SeedBatch:
+    """The vmapped members of one program: float points x seeds, each with its labels
+    and the hparams of its config (``make_agent(point).default_hparams``), stacked."""
+    seeds, labels, params = [], [], []
+    for fp in float_points:
+        point = {**shape_point, **fp}
+        hparams = make_agent(apply_overrides(config, fp)).default_hparams
+        for i in range(spec.num_seeds):
+            seeds.append(spec.seed + i)
+            labels.append({"point": _label(point), **point})
+            params.append(hparams)
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params)
+    return SeedBatch(tuple(seeds), tuple(labels), stacked)
 
+
+def run_program(spec: SweepSpec, index: int, console=None) -> None:
+    """Trains program ``index`` of ``programs(spec)`` (resuming its run directory if it
+    exists): what ``run_sweep`` does for each program, in this process or a worker."""
+    config, shape_point, float_points = programs(spec)[index]
+    if console is not None:
+        console.rule(f"sweep {spec.name}: {_label(shape_point)} "
+                     f"({len(float_points)} vmapped point(s) x {spec.num_seeds} seeds)")
+    run_dir = Path(config.out_dir) / config.run_name
+    run(config, resume=run_dir if (run_dir / "config.json").exists() else None,
+        console=console, batch=program_batch(spec, config, shape_point, float_points))
+
+
+def worker_environments(workers: int) -> list[dict]:
+    """Environment variables of ``workers`` processes that split this machine's GPUs
+    round-robin (``CUDA_VISIBLE_DEVICES``); on CPU every worker sees the CPU."""
+    devices = jax.local_devices()
+    base = {k: v for k, v in os.environ.items()}
+    if devices[0].platform != "gpu":
+        return [dict(base) for _ in range(workers)]
+    ids = [str(d.local_hardware_id if d.local_hardware_id is not None else d.id)
+           for d in devices]
+    if len(ids) < workers:
+        raise ValueError(f"workers ({workers}) must be <= the number of GPUs ({len(ids)})")
+    return [dict(base, CUDA_VISIBLE_DEVICES=",".join(ids[w::workers]))
+            for w in range(workers)]
+
+
+def run_programs_in_workers(spec: SweepSpec, num_programs: int, workers: int,
+                            console) -> None:
+    """Runs the programs in ``workers`` processes at once (``python -m
+    mbjax.runner.sweep SPEC.json INDEX``), each on its share of the GPUs; a failed
+    program is an error naming its log file. The planners, models and envs a sweep uses
+    must be importable by the workers (the built-in ones are)."""
+    root = Path(spec.out_dir) / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    spec_file = root / "spec.json"
+    spec_file.write_text(json.dumps(dataclasses.asdict(spec)))
+    envs_ = worker_environments(workers)
+    pending, running, failed = list(range(num_programs)), {}, []
+    while pending or running:
+        free = [w for w in range(workers) if w not in running.values()]
+        while pending and free:
+            index, w = pending.pop(0), free.pop(0)
+            log = (root / f"program_{index}.log").open("w")
+            proc = subprocess.Popen([sys.executable, "-m", "mbjax.runner.sweep",
+                                     str(spec_file), str(index)], env=envs_[w],
+                                    stdout=log, stderr=subprocess.STDOUT)
+            running[proc] = w
+            console.print(f"sweep {spec.name}: program {index} -> worker {w} "
+                          f"(log {log.name})")
+        time.sleep(0.5)
+        for proc in [p for p in running if p.poll() is not None]:
+            del running[proc]
+            if proc.returncode:
+                failed.append(proc.args[-1])
+    if failed:
+        raise RuntimeError(f"sweep {spec.name}: program(s) {', '.join(failed)} failed; "
+                           f"see {root}/program_<index>.log")
+
+
+def run_sweep(spec: SweepSpec, console=None, workers: int = 1) -> list[dict]:
+    """Runs every program of the sweep (``workers`` > 1: that many at once, in worker
+    processes over the GPUs) and writes the sweep table and plot."""
+    from rich.console import Console
 
     console = console or Console()
     todo = programs(spec)
     for config, _, _ in todo:  # validate every point before compiling anything
         dataclasses.replace(config)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and len(todo) > 1:
+        run_programs_in_workers(spec, len(todo), min(workers, len(todo)), console)
+    else:
+        for index in range(len(todo)):
+            run_program(spec, index, console)
     results = []
     for config, shape_point, float_points in todo:
-        seeds, labels, params = [], [], []
-        for fp in float_points:
-            point = {**shape_point, **fp}
-            hparams = make_agent(apply_overrides(config, fp)).default_hparams
-            for i in range(spec.num_seeds):
-                seeds.append(spec.seed + i)
-                labels.append({"point": _label(point), **point})
-                params.append(hparams)
-        stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params)
-        console.rule(f"sweep {spec.name}: {_label(shape_point)} "
-                     f"({len(float_points)} vmapped point(s) x {spec.num_seeds} seeds)")
         run_dir = Path(config.out_dir) / config.run_name
-        run(config, resume=run_dir if (run_dir / "config.json").exists() else None,
-            console=console, batch=SeedBatch(tuple(seeds), tuple(labels), stacked))
         rows = read_metrics(run_dir)
         last = max(r["iteration"] for r in rows)
         for fp in float_points:
@@ -316,3 +393,8 @@ def _plot(spec: SweepSpec, results: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # a worker of run_sweep(..., workers > 1): SPEC.json INDEX
+    with open(sys.argv[1]) as f:
+        run_program(SweepSpec(**json.load(f)), int(sys.argv[2]))
