@@ -449,7 +449,8 @@ def load_latest(run_dir: str | os.PathLike, template: Any, metadata: dict, conso
     sync("mbjax-checkpoint-leftovers")
     candidates = list(reversed(list_checkpoints(run_dir)))
     if not candidates:
-        raise CheckpointError(f"{run_dir} has no checkpoint to resume from", reason="none")
+        raise CheckpointError(f"{run_dir} has no checkpoint to load (none was saved yet, or "
+                              "they were deleted)", reason="none")
     log_path = error_log_path(run_dir)
     failures = []
     for i, path in enumerate(candidates):
