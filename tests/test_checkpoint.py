@@ -88,6 +88,8 @@ def test_zero_size_leaves_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.mjx
+@pytest.mark.slow  # compiles an MJX Hopper (~20-40 s on 2 cores)
 def test_mjx_env_state_round_trip(tmp_path):
     """A brax Hopper (MJX backend) state has a zero-size ``act``: it saves and restores."""
     import mbjax.envs as envs
