@@ -56,6 +56,17 @@ _CPU_ENV = EnvConfig(name="pendulum")
 _CPU_MPPI = MPPIConfig(horizon=25, population=128, kappa=1.0, beta=0.7, sigma=1.0)
 
 _CHEETAH = EnvConfig(name="halfcheetah")
+
+
+def cpu_mpc(name: str, model: EnsembleConfig, planner, num_particles: int,
+            num_iterations: int = 8, num_seeds: int = 1) -> MPCConfig:
+    """A CPU-sized MPC preset: pendulum, 2 envs, the small model fitted with early stop."""
+    return MPCConfig(preset=name, env=_CPU_ENV, model=model, model_train=_CPU_TRAIN,
+                     planner=planner, objective=ObjectiveConfig(num_particles=num_particles),
+                     num_envs=2, num_iterations=num_iterations, num_seeds=num_seeds)
+
+
+
 PRESETS: dict[str, RunConfig] = {
     "pets": MPCConfig(preset="pets", env=_CHEETAH, model=_PETS_MODEL,
                       model_train=ModelTrainConfig(batch_size=32, max_epochs=5,
@@ -82,33 +93,16 @@ PRESETS: dict[str, RunConfig] = {
     # --- CPU-sized (minutes on a 2-core CPU; pendulum swing-up by default) -------------
     # The quickstart's main job: 3 vmapped seeds x 2 envs, 10 iterations of 200 steps;
     # learns the swing-up (return ~ -120..-250 from random starts) in ~2-3 min on 2 cores.
-    "pddm-cpu": MPCConfig(preset="pddm-cpu", env=_CPU_ENV, model=_CPU_MODEL_DET,
-                          model_train=_CPU_TRAIN, planner=_CPU_MPPI,
-                          objective=ObjectiveConfig(num_particles=3),
-                          num_envs=2, num_iterations=10, num_seeds=3),
-    "pets-cpu": MPCConfig(preset="pets-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
-                          model_train=_CPU_TRAIN,
-                          planner=CEMConfig(horizon=25, population=100, num_elites=10,
-                                            iterations=3),
-                          objective=ObjectiveConfig(num_particles=6),
-                          num_envs=2, num_iterations=8),
-    "icem-cpu": MPCConfig(preset="icem-cpu", env=_CPU_ENV, model=_CPU_MODEL_PROB,
-                          model_train=_CPU_TRAIN,
-                          planner=ICEMConfig(horizon=25, population=100, num_elites=10,
-                                             iterations=3),
-                          objective=ObjectiveConfig(num_particles=3),
-                          num_envs=2, num_iterations=8),
-    "gradient-mpc-cpu": MPCConfig(preset="gradient-mpc-cpu", env=_CPU_ENV,
-                                  model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
-                                  planner=GradientConfig(horizon=25, num_restarts=4,
-                                                         iterations=10, learning_rate=0.1),
-                                  objective=ObjectiveConfig(num_particles=3),
-                                  num_envs=2, num_iterations=8),
-    "random-shooting-cpu": MPCConfig(preset="random-shooting-cpu", env=_CPU_ENV,
-                                     model=_CPU_MODEL_DET, model_train=_CPU_TRAIN,
-                                     planner=RandomShootingConfig(horizon=25, population=256),
-                                     objective=ObjectiveConfig(num_particles=3),
-                                     num_envs=2, num_iterations=8),
+    "pddm-cpu": cpu_mpc("pddm-cpu", _CPU_MODEL_DET, _CPU_MPPI, 3, num_iterations=10,
+                        num_seeds=3),
+    "pets-cpu": cpu_mpc("pets-cpu", _CPU_MODEL_PROB, CEMConfig(
+        horizon=25, population=100, num_elites=10, iterations=3), 6),
+    "icem-cpu": cpu_mpc("icem-cpu", _CPU_MODEL_PROB, ICEMConfig(
+        horizon=25, population=100, num_elites=10, iterations=3), 3),
+    "gradient-mpc-cpu": cpu_mpc("gradient-mpc-cpu", _CPU_MODEL_DET, GradientConfig(
+        horizon=25, num_restarts=4, iterations=10, learning_rate=0.1), 3),
+    "random-shooting-cpu": cpu_mpc("random-shooting-cpu", _CPU_MODEL_DET,
+                                   RandomShootingConfig(horizon=25, population=256), 3),
     "true-dynamics-mpc-cpu": MPCConfig(preset="true-dynamics-mpc-cpu", env=_CPU_ENV,
                                        planner=_CPU_MPPI, true_dynamics=True, num_envs=2,
                                        num_iterations=2),
