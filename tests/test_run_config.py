@@ -118,3 +118,40 @@ def test_configs_validate_fields_by_name():
         MBPOConfig(model_based=False, acting="mpc")
     assert isinstance(MBPOConfig().planner, CEMConfig)
     assert isinstance(MPCConfig().planner, MPPIConfig)
+
+
+def test_nonsense_sizes_are_rejected_naming_the_field():
+    """Decisions (issue: nonsense sizes): a buffer below one episode per env or below a
+    minibatch is rejected when the agent is built (the episode length is known then); an
+    empty model.hidden_sizes is rejected; the default weight decay fits any depth."""
+    import jax
+    import jax.numpy as jnp
+
+    from mbjax.models import EnsembleConfig, EnsembleModel
+    from mbjax.planners.base import check_bounds
+
+    pddm = presets.get("pddm-cpu")  # pendulum: 200-step episodes, 2 envs
+    with pytest.raises(ValueError, match=r"buffer_capacity \(300\) holds 150 steps per env, "
+                                         r"less than one episode \(200 steps\)"):
+        make_agent(dataclasses.replace(pddm, buffer_capacity=300))
+    small_batch = dataclasses.replace(pddm, env=dataclasses.replace(pddm.env,
+                                                                    episode_length=10),
+                                      buffer_capacity=40)
+    with pytest.raises(ValueError, match=r"must be >= the minibatch size \(64\)"):
+        make_agent(small_batch)
+    mbpo = presets.get("mbpo-cpu")
+    with pytest.raises(ValueError, match="buffer_capacity"):
+        make_agent(dataclasses.replace(mbpo, buffer_capacity=100))
+    distill = presets.get("mpc-distill-cpu")
+    with pytest.raises(ValueError, match="dataset_capacity"):
+        make_agent(dataclasses.replace(distill, dataset_capacity=100))
+    with pytest.raises(ValueError, match="model.hidden_sizes is empty"):
+        EnsembleConfig(hidden_sizes=())
+    two_layers = EnsembleConfig(hidden_sizes=(32, 32))  # used to fail: 5 PETS decays
+    assert two_layers.layer_weight_decay == ()
+    assert EnsembleConfig().layer_weight_decay == (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    model = EnsembleModel(3, 1, EnsembleConfig(hidden_sizes=(8, 8, 8, 8)))
+    params = model.init_params(jax.random.PRNGKey(0))
+    assert float(model.weight_decay_penalty(params)[0]) > 0  # the PETS schedule applies
+    with pytest.raises(ValueError, match="action bounds must be finite"):
+        check_bounds(jnp.array([-jnp.inf]), jnp.array([1.0]))

@@ -127,6 +127,21 @@ def batched_env(task: Task, num_envs: int) -> envs.Env:
     return envs.VmapWrapper(EpisodeWrapper(task.env, task.episode_length), num_envs)
 
 
+def check_buffer_holds(capacity: int, num_envs: int, episode_length: int,
+                       batch_size: int | None = None, field: str = "buffer_capacity") -> None:
+    """A replay buffer must hold at least one episode per env (and a minibatch): a
+    smaller one silently trains on a handful of transitions."""
+    per_env = capacity // num_envs
+    if per_env < episode_length:
+        raise ValueError(
+            f"{field} ({capacity}) holds {per_env} steps per env, less than one episode "
+            f"({episode_length} steps) of each of the {num_envs} envs; use >= "
+            f"{episode_length * num_envs}")
+    if batch_size is not None and capacity < batch_size:
+        raise ValueError(f"{field} ({capacity}) must be >= the minibatch size "
+                         f"({batch_size})")
+
+
 def example_transition(env: envs.Env) -> Transition:
     """A zero ``Transition`` of one step of ``env`` (the shape buffers are built from)."""
     obs, action = jnp.zeros(env.observation_size), jnp.zeros(env.action_size)

@@ -224,6 +224,11 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
     task = base.make_task(cfg, task_env)
     L, N = task.episode_length, cfg.num_envs
     env, eval_env = base.batched_env(task, N), base.batched_env(task, cfg.eval_envs)
+    base.check_buffer_holds(cfg.dataset_capacity, N, task.episode_length, cfg.batch_size,
+                            "dataset_capacity")
+    if not cfg.true_dynamics:
+        base.check_buffer_holds(cfg.buffer_capacity, N, task.episode_length,
+                                cfg.model_train.batch_size)
     obs_size, action_size = task.env.observation_size, task.env.action_size
     student = make_student(obs_size, action_size, task.env.action_low, task.env.action_high,
                            cfg.hidden_sizes, cfg.activation, cfg.student_updates)

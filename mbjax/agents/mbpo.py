@@ -438,14 +438,13 @@ def make_refit_and_rollout(model_trainer, real_buffer, elite_step, sac,
 
 
 def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBPOAgent:
-    """Builds the compiled MBPO (or SAC) loop for ``config``; see the module docstring.
-
-    ``task_env`` replaces ``envs.make(config.env.name)`` (a custom or instrumented env).
-    """
+    """Builds the compiled MBPO (or SAC) loop for ``config`` (module docstring);
+    ``task_env`` replaces ``envs.make(config.env.name)`` (a custom or instrumented env)."""
     cfg = config
     task = base.make_task(cfg, task_env)
     L, n_env = task.episode_length, cfg.num_envs
     env, eval_env = base.batched_env(task, n_env), base.batched_env(task, cfg.eval_envs)
+    base.check_buffer_holds(cfg.buffer_capacity, n_env, L, cfg.sac.batch_size)
     obs_size, action_size = task.env.observation_size, task.env.action_size
     sac = make_sac(obs_size, action_size, task.env.action_low, task.env.action_high, cfg.sac)
     example = base.example_transition(task.env)

@@ -149,6 +149,8 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
     cfg = config
     task = base.make_task(cfg, task_env)
     env = base.batched_env(task, cfg.num_envs)
+    base.check_buffer_holds(cfg.buffer_capacity, cfg.num_envs, task.episode_length,
+                            None if cfg.true_dynamics else cfg.model_train.batch_size)
     low, high = task.env.action_low, task.env.action_high
     model_trainer = build_model(cfg.model, task.env.observation_size, task.env.action_size,
                                 cfg.model_train)

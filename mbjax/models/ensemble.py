@@ -31,6 +31,9 @@ from mbjax.networks.mlp import ACTIVATIONS, ensemble_mlp_apply, ensemble_mlp_ini
 from mbjax.networks.normalizer import Normalizer
 from mbjax.types import Array, PRNGKey
 
+# PETS HalfCheetah config (Chua et al. 2018): weight decay per layer (4 hidden + output).
+PETS_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig(ModelSpec):
@@ -49,8 +52,16 @@ class EnsembleConfig(ModelSpec):
     init_max_logvar: float = 0.5  # PETS: max_logvar initialised at 0.5 ...
     init_min_logvar: float = -10.0  # ... and min_logvar at -10
     logvar_bound_penalty: float = 0.01  # PETS: 0.01 (sum max_lv - sum min_lv)
-    # PETS HalfCheetah config: weight decay per layer (4 hidden + output layer).
-    weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    weight_decay: tuple[float, ...] | None = None
+    """Per-layer L2 weights (one per layer, or one for all); None = PETS' HalfCheetah
+    schedule (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4) for 4 hidden layers, none otherwise."""
+
+    @property
+    def layer_weight_decay(self) -> tuple[float, ...]:
+        """The weight decay in force (``weight_decay`` with its None default resolved)."""
+        if self.weight_decay is not None:
+            return tuple(self.weight_decay)
+        return PETS_WEIGHT_DECAY if len(self.hidden_sizes) == 4 else ()
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,6 +73,9 @@ class EnsembleConfig(ModelSpec):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: "
                              f"{', '.join(ACTIVATIONS)}")
+        if not self.hidden_sizes:
+            raise ValueError("model.hidden_sizes is empty (a linear model); give at least "
+                             "one hidden layer, e.g. --model.hidden-sizes 64 64")
         if self.weight_decay and len(self.weight_decay) not in (1, len(self.hidden_sizes) + 1):
             raise ValueError(
                 f"weight_decay needs 1 or {len(self.hidden_sizes) + 1} entries (one per "
@@ -296,7 +310,7 @@ class EnsembleModel:
 
     def weight_decay_penalty(self, params: EnsembleParams) -> Array:
         """sum_l wd_l ||W_l||^2 / 2 per member, shape [E]."""
-        wd = self.config.weight_decay
+        wd = self.config.layer_weight_decay
         if not wd:
             return jnp.zeros(self.config.num_members)
         decays = wd if len(wd) > 1 else wd * len(params.layers)

@@ -57,9 +57,15 @@ class Planner(NamedTuple):
 
 
 def check_bounds(action_low, action_high, action_size: int | None = None):
-    """Validates action bounds: 1-D, equal shapes, low < high. Returns float32 arrays."""
+    """Validates action bounds: 1-D, equal shapes, finite, low < high. Returns float32
+    arrays. (Sampling planners draw around the middle of the box and scale noise by its
+    width: an infinite bound would make every candidate NaN.)"""
     low = jnp.asarray(action_low, jnp.float32)
     high = jnp.asarray(action_high, jnp.float32)
+    if not (bool(jnp.all(jnp.isfinite(low))) and bool(jnp.all(jnp.isfinite(high)))):
+        raise ValueError(f"action bounds must be finite, got {low} and {high}; planners "
+                         "sample inside the box (clip an unbounded action space to the "
+                         "range that matters)")
     if low.ndim != 1 or low.shape != high.shape:
         raise ValueError(f"action bounds must be 1-D arrays of equal shape [A], got "
                          f"{low.shape} and {high.shape}")
