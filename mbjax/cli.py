@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             CheckpointError) as err:
         print(f"mbjax: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as err:
+        print(f"mbjax: error: cannot write {err.filename}: {err.strerror} (choose another "
+              "--out-dir)", file=sys.stderr)
+        return 2
     print(f"mbjax: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

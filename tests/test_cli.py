@@ -91,3 +91,11 @@ def test_runs_refuse_an_occupied_run_directory(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_unwritable_out_dir_is_one_error_line(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(small_run(blocker / "runs")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mbjax: error: cannot write") and "Traceback" not in err
