@@ -13,9 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mbjax.envs as envs
-from mbjax.envs import playground as pg_adapter
-from mbjax.envs.base import RewardFnUnavailableError
+pytest.importorskip(
+    "mujoco_playground",
+    reason="the 'playground' extra is not installed (pip install 'mbjax[playground]'; "
+    "it needs Python >= 3.11)")
+
+import mbjax.envs as envs  # noqa: E402
+from mbjax.envs import playground as pg_adapter  # noqa: E402
+from mbjax.envs.base import RewardFnUnavailableError  # noqa: E402
 
 ENV_NAME = "playground/CartpoleSwingup"
 NUM_ENVS = 3
