@@ -54,8 +54,9 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
+    from mbjax.agents import make_agent
+    from mbjax.runner import presets
     from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
-    from mbjax.training import make_train, presets
     from mbjax.utils.bench import machine_info
 
     base = dataclasses.replace(presets.get(args.preset),
@@ -67,11 +68,11 @@ def main() -> None:
     def time_iteration(seeds: int, devices: int, data_parallel: int = 1) -> dict:
         config = dataclasses.replace(base, num_seeds=seeds, devices=devices,
                                      data_parallel=data_parallel)
-        trainer = make_train(config)
+        agent = make_agent(config)
         sharding = seed_sharding(seeds, devices, data_parallel)
         keys = place(jnp.stack([jax.random.PRNGKey(i) for i in range(seeds)]), sharding)
-        init = jit_over_seeds(vmap_over_seeds(trainer.init, sharding), sharding)
-        step = jit_over_seeds(vmap_over_seeds(trainer.train_iteration, sharding), sharding)
+        init = jit_over_seeds(vmap_over_seeds(agent.init, sharding), sharding)
+        step = jit_over_seeds(vmap_over_seeds(agent.train_iteration, sharding), sharding)
         state = jax.block_until_ready(init(keys))
         t0 = time.perf_counter()
         state, metrics = jax.block_until_ready(step(state))  # compile + first iteration

@@ -2,7 +2,7 @@
 
 Each (env, agent) pair is one ``mbjax train`` run of a preset (3 vmapped seeds, a run
 directory with metrics, checkpoints every epoch): ``mbpo-hopper-cpu``, ``sac-hopper-cpu``,
-``mbpo-halfcheetah-cpu``, ``sac-halfcheetah-cpu`` (see ``mbjax/training/presets.py`` for
+``mbpo-halfcheetah-cpu``, ``sac-halfcheetah-cpu`` (see ``mbjax/runner/presets.py`` for
 how they cut MBPO's published settings down to 30k env steps on 2 CPU cores). The script
 starts each run, resumes it if it was interrupted, skips it if it is complete, and then
 reads all four runs' ``metrics.jsonl`` into a table, ``results/brax_locomotion.json`` and
@@ -26,8 +26,10 @@ import numpy as np
 from common import RESULTS, draw_curves, steps_to_threshold, write_json
 
 import mbjax  # noqa: F401  (CPU XLA flags first)
-from mbjax.training import presets
-from mbjax.training.run import config_to_dict, list_checkpoints, read_metrics, run
+from mbjax.agents import config_to_dict
+from mbjax.checkpoint import list_checkpoints
+from mbjax.runner import presets
+from mbjax.runner.run import read_metrics, run
 
 RUNS = Path(__file__).resolve().parent / "runs"
 ENVS = ("hopper", "halfcheetah")

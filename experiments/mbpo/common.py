@@ -1,4 +1,4 @@
-"""Shared helpers of the experiments in this folder: train a trainer's seeds (vmapped)
+"""Shared helpers of the experiments in this folder: train an agent's seeds (vmapped)
 iteration by iteration, record metrics and timings, write JSON and plots."""
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from mbjax.utils.bench import machine_info
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def train_seeds(trainer, seeds: list[int], num_iterations: int | None = None,
+def train_seeds(agent, seeds: list[int], num_iterations: int | None = None,
                 keep: tuple[str, ...] = ()) -> dict:
-    """Runs ``jax.vmap(train_iteration)`` over ``seeds`` (one compile) and returns
+    """Runs ``jax.vmap(agent.train_iteration)`` over ``seeds`` (one compile; any
+    ``mbjax.agents`` agent, with its ``default_hparams``) and returns
     {"metrics": {name: [iterations][seeds]}, "state": final state, "time": {...}}.
     ``keep`` names extra metrics to record beside return/env steps."""
-    n = num_iterations or trainer.config.num_iterations
+    n = num_iterations or agent.config.num_iterations
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     t0 = time.perf_counter()
-    state = jax.block_until_ready(jax.jit(jax.vmap(trainer.init))(keys))
+    state = jax.block_until_ready(jax.jit(jax.vmap(agent.init))(keys))
     t_init = time.perf_counter() - t0
-    step = jax.jit(jax.vmap(trainer.train_iteration), donate_argnums=0)
+    step = jax.jit(jax.vmap(agent.train_iteration), donate_argnums=0)
     names = ("return_mean", "env_steps") + tuple(keep)
     rows = {k: [] for k in names}
     times = []

@@ -23,22 +23,22 @@ import numpy as np
 from common import RESULTS, train_seeds, write_json
 
 import mbjax  # noqa: F401  (CPU XLA flags first)
-from mbjax.agents import make_distill_train
-from mbjax.training import presets
+from mbjax.agents import make_distill_agent
+from mbjax.runner import presets
 from mbjax.utils.bench import time_call
 
 SEEDS = [0, 1, 2]
 
 
-def time_per_action(trainer, state) -> dict:
+def time_per_action(agent, state) -> dict:
     """Median seconds per action at batch size 1: one planner call vs one student forward
     (both jitted, compile excluded)."""
     one = jax.tree_util.tree_map(lambda x: x[0], state)  # seed 0
-    env = trainer.eval_env.env  # the episode-wrapped task, unbatched
+    env = agent.eval_env.env  # the episode-wrapped task, unbatched
     env_state = env.reset(jax.random.PRNGKey(3))
-    pstate = trainer.planner.init(jax.random.PRNGKey(4))
-    plan = jax.jit(trainer.teacher_plan)
-    act = jax.jit(trainer.student_act)
+    pstate = agent.planner.init(jax.random.PRNGKey(4))
+    plan = jax.jit(agent.teacher_plan)
+    act = jax.jit(agent.student_act)
     key = jax.random.PRNGKey(5)
     _, teacher_s = time_call(lambda: plan(one, env_state, pstate, key)[0], repeats=30)
     _, student_s = time_call(lambda: act(one.student, env_state.obs), repeats=200)
@@ -48,15 +48,15 @@ def time_per_action(trainer, state) -> dict:
 
 def run_teacher(true_dynamics: bool) -> dict:
     cfg = dataclasses.replace(presets.get("mpc-distill-cpu"), true_dynamics=true_dynamics)
-    trainer = make_distill_train(cfg)
-    out = train_seeds(trainer, SEEDS, cfg.num_iterations,
+    agent = make_distill_agent(cfg)
+    out = train_seeds(agent, SEEDS, cfg.num_iterations,
                       ("collect/return", "collect/teacher_probability",
                        "student/heldout_action_mse", "student/train_loss"))
     state = out["state"]
     keys = jax.random.split(jax.random.PRNGKey(1234), len(SEEDS))
-    student = np.asarray(jax.jit(jax.vmap(trainer.evaluate))(state, keys))
-    teacher = np.asarray(jax.jit(jax.vmap(trainer.evaluate_teacher))(state, keys))
-    timing = time_per_action(trainer, state)
+    student = np.asarray(jax.jit(jax.vmap(agent.evaluate))(state, keys))
+    teacher = np.asarray(jax.jit(jax.vmap(agent.evaluate_teacher))(state, keys))
+    timing = time_per_action(agent, state)
     m = out["metrics"]
     return {
         "config": dataclasses.asdict(cfg),

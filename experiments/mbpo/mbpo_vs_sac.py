@@ -21,8 +21,8 @@ import numpy as np
 from common import plot_curves, steps_to_threshold, train_seeds, write_json
 
 import mbjax  # noqa: F401  (CPU XLA flags first)
-from mbjax.agents import make_mbpo_train
-from mbjax.training import presets
+from mbjax.agents import make_mbpo_agent
+from mbjax.runner import presets
 
 SEEDS = [0, 1, 2]
 MBPO_ITERATIONS = 12  # 400 + 12 x 200 = 2800 env steps
@@ -47,7 +47,7 @@ def main() -> None:
         print(f"{label}: {cfg.num_iterations} iterations, seeds {SEEDS}", flush=True)
         keep = ("train/return", "sac/alpha") + (
             ("model/holdout_mse", "rollout/length") if cfg.model_based else ())
-        out = train_seeds(make_mbpo_train(cfg), SEEDS, iters, keep)
+        out = train_seeds(make_mbpo_agent(cfg), SEEDS, iters, keep)
         m = out["metrics"]
         steps = [s[0] for s in m["env_steps"]]
         curves[label] = (steps, m["return_mean"])

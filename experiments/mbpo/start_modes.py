@@ -20,8 +20,8 @@ import numpy as np
 from common import plot_curves, steps_to_threshold, train_seeds, write_json
 
 import mbjax  # noqa: F401  (CPU XLA flags first)
-from mbjax.agents import make_mbpo_train
-from mbjax.training import presets
+from mbjax.agents import make_mbpo_agent
+from mbjax.runner import presets
 
 SEEDS = [0, 1, 2]
 ITERATIONS = 12
@@ -39,7 +39,7 @@ def main() -> None:
     results, curves = {}, {}
     for label, cfg in modes.items():
         print(f"{label}", flush=True)
-        out = train_seeds(make_mbpo_train(cfg), SEEDS, ITERATIONS,
+        out = train_seeds(make_mbpo_agent(cfg), SEEDS, ITERATIONS,
                           ("rollout/length", "rollout/mean_length",
                            "rollout/model_buffer_size", "sac/q_mean", "train/return"))
         m = out["metrics"]

@@ -29,10 +29,14 @@ from common import RESULTS, train_seeds, write_json
 import mbjax  # noqa: F401  (CPU XLA flags first)
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.agents import make_env_value_objective, make_mbpo_train, make_value_model_objective
-from mbjax.envs.wrappers import EpisodeWrapper
-from mbjax.training import presets
-from mbjax.training.loop import _strip_episode_info, first_episode_return
+from mbjax.agents import (
+    first_episode_return,
+    make_env_value_objective,
+    make_mbpo_agent,
+    make_value_model_objective,
+)
+from mbjax.envs.wrappers import EpisodeWrapper, strip_episode_info
+from mbjax.runner import presets
 
 HORIZONS = (2, 5, 10, 25)
 EPISODES = 8
@@ -41,9 +45,8 @@ MBPO_ITERATIONS = 12
 
 def evaluate(objective, objective_params, task, horizon: int, observe, key) -> np.ndarray:
     env = envs.VmapWrapper(EpisodeWrapper(task, 200), EPISODES)
-    planner = P.batch(P.make_mppi(objective, task.action_low, task.action_high,
-                                  P.MPPIConfig(horizon=horizon, population=128),
-                                  P.MPPIParams(kappa=1.0, beta=0.7, sigma=1.0)))
+    spec = P.MPPIConfig(horizon=horizon, population=128, kappa=1.0, beta=0.7, sigma=1.0)
+    planner = P.batch(spec.build(objective, task.action_low, task.action_high))
 
     @jax.jit
     def run(objective_params, key):
@@ -63,11 +66,11 @@ def main() -> None:
         plot(d["results"], d["sac_policy_alone"]["return_mean"])
         return
     cfg = dataclasses.replace(presets.get("mbpo-cpu"), num_iterations=MBPO_ITERATIONS)
-    trainer = make_mbpo_train(cfg)
+    agent = make_mbpo_agent(cfg)
     print("training MBPO (model + SAC critic)", flush=True)
-    out = train_seeds(trainer, [0], MBPO_ITERATIONS)
+    out = train_seeds(agent, [0], MBPO_ITERATIONS)
     state = jax.tree_util.tree_map(lambda x: x[0], out["state"])
-    sac, model, task = trainer.sac, trainer.model, trainer.task_env
+    sac, model, task = agent.sac, agent.model, agent.task_env
     gamma = sac.config.discount
     key = jax.random.PRNGKey(2024)
 
@@ -87,7 +90,7 @@ def main() -> None:
                 if dynamics == "true simulator":
                     objective = make_env_value_objective(
                         task, sac.value if use_value else None, gamma)
-                    params, observe = state.sac_state, _strip_episode_info
+                    params, observe = state.sac_state, strip_episode_info
                 else:
                     objective = make_value_model_objective(
                         model, sac, task.reward_fn, task.termination_fn, num_particles=7,

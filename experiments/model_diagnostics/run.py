@@ -8,7 +8,7 @@ one-step error/NLL, k-step open-loop error and calibration to
     python experiments/model_diagnostics/run.py            # the committed results
     python experiments/model_diagnostics/run.py --seed 1   # any DiagnosticsConfig field
 
-Equivalent CLI (once wired): ``mbjax diagnostics --env halfcheetah --ks 1 2 5 10 15 20 30 50
+Equivalent CLI: ``mbjax diagnostics --env halfcheetah --ks 1 2 5 10 15 20 30 50
 --no-save --out-dir experiments/model_diagnostics/results``.
 """
 

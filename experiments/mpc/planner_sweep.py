@@ -1,7 +1,8 @@
 """Re-plan with a trained run's final models under other planner floats (no retraining).
 
-PDDM's MPPI floats (kappa, sigma, beta) are a pytree in the training state, so one
-vmapped call evaluates the final model of every seed under several settings:
+PDDM's MPPI floats (kappa, sigma, beta) are traced hyper-parameters in the agent's state
+(``MPCState.hparams.planner``, an ``MPPIParams`` pytree), so one vmapped call evaluates
+the final model of every seed under several settings:
 
     python experiments/mpc/planner_sweep.py experiments/mpc/runs/full/reacher-pddm
 
@@ -33,21 +34,24 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from mbjax.training.loop import make_train
-    from mbjax.training.run import comparable_config, config_from_dict, load_latest
+    from mbjax.agents import make_agent
+    from mbjax.checkpoint import load_latest
+    from mbjax.runner.run import comparable_config, load_run_config
     from mbjax.utils.bench import machine_info
 
     run_dir = Path(args.run_dir)
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
-    assert config.planner.kind == "mppi", "the sweep varies MPPI's kappa and sigma"
-    trainer = make_train(config)
+    config = load_run_config(run_dir)
+    assert config.algorithm == "mpc" and config.planner.kind == "mppi", \
+        "the sweep varies the MPC agent's MPPI kappa and sigma"
+    agent = make_agent(config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
-    template = jax.eval_shape(jax.vmap(trainer.init), keys)
+    template = jax.eval_shape(jax.vmap(agent.init), keys)
     state = load_latest(run_dir, template, {"config": comparable_config(config)})
 
     def evaluate(kappa, sigma, state, key):
-        params = state.planner_params.replace(kappa=kappa, sigma=sigma)
-        return trainer.evaluate(state.replace(planner_params=params), key)
+        hparams = state.hparams
+        planner = hparams.planner.replace(kappa=kappa, sigma=sigma)
+        return agent.evaluate(state.replace(hparams=hparams.replace(planner=planner)), key)
 
     kappas = jnp.array([k for k, _ in SETTINGS])
     sigmas = jnp.array([s for _, s in SETTINGS])

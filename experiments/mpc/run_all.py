@@ -2,7 +2,7 @@
 
 Every learning experiment is one ``mbjax train`` command (printed, stored in
 ``results/results.json`` and listed in the README); this script parses exactly that
-command line with the CLI's own parser, runs it with ``mbjax.training.run.run`` (3 vmapped
+command line with the CLI's own parser, runs it with ``mbjax.runner.run.run`` (3 vmapped
 seeds each) and then writes, into ``experiments/mpc/results/``:
 
     results.json        machine, commands, resolved configs, wall times, every return
@@ -77,7 +77,7 @@ BRAX_COMMON = ("--env.episode-length", "200", "--model.hidden-sizes", "200", "20
 BRAX_PDDM = BRAX_COMMON + ("--planner.horizon", "10", "--planner.population", "200",
                            "--planner.kappa", "10.0")
 BRAX_PETS = BRAX_COMMON + ("--planner.horizon", "10", "--planner.population", "100",
-                           "--planner.iterations", "2", "--planner.num-particles", "3")
+                           "--planner.iterations", "2", "--objective.num-particles", "3")
 
 
 def experiments() -> list[Experiment]:
@@ -103,15 +103,14 @@ QUICK = ("--num-iterations", "2", "--env.episode-length", "50", "--planner.popul
 
 
 def parse_train_args(argv: list[str]):
-    """The ``TrainConfig`` that ``mbjax train <argv>`` would run (the CLI's parser)."""
-    import tyro
+    """The config (an ``mbjax.agents.MPCConfig`` here) that ``mbjax train <argv>`` would
+    run: ``argv[0]`` names the preset, the rest are its flags (the CLI's own parser,
+    ``mbjax.cli.config_cli``, ``--planner.kind`` included)."""
+    from mbjax.cli import config_cli
+    from mbjax.runner import presets
 
-    from mbjax.training import presets
-
-    config = tyro.extras.overridable_config_cli(
-        {name: (cfg.env.name, cfg) for name, cfg in presets.PRESETS.items()},
-        args=argv, prog="mbjax train")
-    return dataclasses.replace(config)  # re-runs the top-level validation
+    name, flags = argv[0], list(argv[1:])
+    return config_cli(presets.get(name), flags, f"mbjax train {name}")
 
 
 # -------------------------------------------------------------------------------------
@@ -125,7 +124,7 @@ def random_policy_returns(env_name: str, episode_length: int, num_seeds: int,
     import jax
 
     import mbjax.envs as envs
-    from mbjax.training.loop import first_episode_return
+    from mbjax.agents import first_episode_return
 
     env = envs.wrap_for_training(envs.make(env_name), episode_length, num_envs=num_envs)
     policy = envs.uniform_random_policy(env)
@@ -140,7 +139,7 @@ def random_policy_returns(env_name: str, episode_length: int, num_seeds: int,
 
 
 def run_experiment(exp: Experiment, runs_dir: Path, results_dir: Path, quick: bool) -> dict:
-    from mbjax.training.run import read_metrics, run
+    from mbjax.runner.run import read_metrics, run
 
     t0 = time.perf_counter()
     if not exp.args:
@@ -156,7 +155,7 @@ def run_experiment(exp: Experiment, runs_dir: Path, results_dir: Path, quick: bo
     args = list(exp.args) + (list(QUICK) if quick else [])
     args += ["--out-dir", str(runs_dir), "--run-name", exp.name, "--checkpoint-every", "0"]
     config = parse_train_args(args)
-    from mbjax.training.run import config_to_dict
+    from mbjax.agents import config_to_dict
 
     shutil.rmtree(runs_dir / exp.name, ignore_errors=True)  # ours: a fresh run each time
     summary = run(config)

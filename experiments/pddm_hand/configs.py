@@ -3,20 +3,21 @@
 PDDM (Nagabandi et al. 2019) on the Baoding task: an ensemble of 3 deterministic MLPs of
 2 x 500 ReLU units (MSE on normalised state deltas, ``pddm_ensemble_config()``),
 filtered MPPI with N = 700 candidates, horizon H = 7, beta = 0.6, kappa = 20,
-sigma = 0.9 (``pddm_mppi_config()``; 0.3 on hand_baoding, see ``TASK_SIGMA``), ~30
-trajectories per iteration, a 40 ms control step. ``gpu_config`` is that recipe on our
-hand; ``cpu_config`` shrinks it to minutes on a 2-core CPU. ``ABLATIONS`` lists the
-variants of each ablation (applied on top of either scale).
+sigma = 0.9 (``pddm_mppi_config()``; 0.3 on hand_baoding, see ``TASK_SIGMA``), 3
+particles per candidate (``ObjectiveConfig``), ~30 trajectories per iteration, a 40 ms
+control step. ``gpu_config`` is that recipe on our hand; ``cpu_config`` shrinks it to
+minutes on a 2-core CPU. ``ABLATIONS`` lists the variants of each ablation (applied on
+top of either scale).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig
 from mbjax.models.ensemble import EnsembleConfig, pddm_ensemble_config
 from mbjax.models.training import ModelTrainConfig
-from mbjax.planners import pddm_mppi_config
-from mbjax.training.config import EnvConfig, PlannerConfig, TrainConfig
+from mbjax.planners import MPPIConfig, pddm_mppi_config, switch_planner
 
 RESULTS_DIR = "experiments/pddm_hand/results"
 
@@ -37,42 +38,44 @@ def task_sigma(task: str) -> float:
 
 
 def pddm_planner(population: int | None = None, horizon: int | None = None,
-                 sigma: float | None = None) -> PlannerConfig:
-    """PDDM's filtered MPPI as a ``PlannerConfig`` (from ``pddm_mppi_config()``)."""
-    cfg, params = pddm_mppi_config()
-    return PlannerConfig(kind="mppi", horizon=horizon or cfg.horizon,
-                         population=population or cfg.population, iterations=cfg.iterations,
-                         kappa=float(params.kappa), beta=float(params.beta),
-                         sigma=float(params.sigma if sigma is None else sigma),
-                         num_particles=3, propagation="ts_inf")
+                 sigma: float | None = None) -> MPPIConfig:
+    """PDDM's filtered MPPI spec (``pddm_mppi_config()``) with the given changes."""
+    spec, _ = pddm_mppi_config()
+    return dataclasses.replace(spec, horizon=horizon or spec.horizon,
+                               population=population or spec.population,
+                               sigma=float(spec.sigma if sigma is None else sigma))
 
 
-def gpu_config(task: str = "hand_baoding") -> TrainConfig:
+#: PDDM's objective: 3 particles per candidate, TS-inf propagation, undiscounted.
+PDDM_OBJECTIVE = ObjectiveConfig(num_particles=3, propagation="ts_inf")
+
+
+def gpu_config(task: str = "hand_baoding") -> MPCConfig:
     """The paper-sized recipe: 30 hands x 1 episode (100 steps, 4 s) per iteration."""
-    return TrainConfig(
+    return MPCConfig(
         preset="pddm-hand-gpu", env=EnvConfig(name=task),
         model=pddm_ensemble_config(500),
         model_train=ModelTrainConfig(batch_size=500, max_epochs=40, early_stopping=False),
-        planner=pddm_planner(sigma=task_sigma(task)), num_envs=30, prefill_episodes=1,
-        episodes_per_iteration=1,
-        num_iterations=100, buffer_capacity=400_000, num_seeds=3, out_dir=RESULTS_DIR,
-        checkpoint_every=10)
+        planner=pddm_planner(sigma=task_sigma(task)), objective=PDDM_OBJECTIVE,
+        num_envs=30, prefill_episodes=1, episodes_per_iteration=1, num_iterations=100,
+        buffer_capacity=400_000, num_seeds=3, out_dir=RESULTS_DIR, checkpoint_every=10)
 
 
-def cpu_config(task: str = "hand_track") -> TrainConfig:
+def cpu_config(task: str = "hand_track") -> MPCConfig:
     """CPU-sized: 2 hands x 1 episode per iteration, N = 128, 2 x 200 members, 3 seeds."""
-    return TrainConfig(
+    return MPCConfig(
         preset="pddm-hand-cpu", env=EnvConfig(name=task),
         model=EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(200, 200),
                              activation="relu", probabilistic=False, weight_decay=()),
         model_train=ModelTrainConfig(batch_size=256, max_epochs=60, early_stopping=True,
                                      patience=5),
-        planner=pddm_planner(population=128, sigma=task_sigma(task)), num_envs=2,
+        planner=pddm_planner(population=128, sigma=task_sigma(task)),
+        objective=PDDM_OBJECTIVE, num_envs=2,
         prefill_episodes=2, episodes_per_iteration=1, num_iterations=10,
         buffer_capacity=20_000, num_seeds=3, out_dir=RESULTS_DIR, checkpoint_every=0)
 
 
-def scale_config(scale: str, task: str) -> TrainConfig:
+def scale_config(scale: str, task: str) -> MPCConfig:
     if scale == "gpu":
         return gpu_config(task)
     if scale == "cpu":
@@ -80,8 +83,15 @@ def scale_config(scale: str, task: str) -> TrainConfig:
     raise ValueError(f"scale must be 'cpu' or 'gpu', got {scale!r}")
 
 
-def _planner(**changes):
-    return lambda c: dataclasses.replace(c, planner=dataclasses.replace(c.planner, **changes))
+def _planner(kind: str | None = None, **changes):
+    """A transform of the planner spec: ``kind`` switches planners (carrying over the
+    shared fields, as ``--planner.kind``), then ``changes`` apply."""
+
+    def apply(c):
+        spec = c.planner if kind is None else switch_planner(c.planner, kind)
+        return dataclasses.replace(c, planner=dataclasses.replace(spec, **changes))
+
+    return apply
 
 
 def _model(**changes):
@@ -91,8 +101,8 @@ def _model(**changes):
 def _members(n: int):
     def apply(c):
         model = dataclasses.replace(c.model, num_members=n, num_elites=n)
-        planner = dataclasses.replace(c.planner, num_particles=n)
-        return dataclasses.replace(c, model=model, planner=planner)
+        objective = dataclasses.replace(c.objective, num_particles=n)
+        return dataclasses.replace(c, model=model, objective=objective)
 
     return apply
 
@@ -127,8 +137,8 @@ ABLATIONS = {
 }
 
 
-def ablation_configs(which: str, base: TrainConfig, variants: list[str] | None = None
-                     ) -> dict[str, TrainConfig]:
+def ablation_configs(which: str, base: MPCConfig, variants: list[str] | None = None
+                     ) -> dict[str, MPCConfig]:
     """Configs of one ablation (optionally a subset of its variants), named runs."""
     if which not in ABLATIONS:
         raise KeyError(f"unknown ablation {which!r}; valid: {', '.join(ABLATIONS)}")

@@ -11,8 +11,8 @@ Commands (each writes under experiments/pddm_hand/results/ and names the machine
   python experiments/pddm_hand/run.py report --task hand_track          # tables + plots again
   MUJOCO_GL=egl python experiments/pddm_hand/run.py media               # GIFs in media/
 
-``main`` and every ablation variant are ordinary ``mbjax.training.run.run`` runs
-(``make_train`` vmapped over seeds), so ``mbjax train --resume <run dir>`` and
+``main`` and every ablation variant are ordinary ``mbjax.runner.run.run`` runs
+(``make_mpc_agent`` vmapped over seeds), so ``mbjax train --resume <run dir>`` and
 ``mbjax eval <run dir>`` work on them. Checkpoints are deleted after a CPU run unless
 ``--keep-checkpoints`` (they hold the whole replay buffer).
 """
@@ -43,7 +43,7 @@ from configs import (  # noqa: E402
 )
 
 import mbjax.envs as envs  # noqa: E402
-from mbjax.training.loop import first_episode_return, make_train  # noqa: E402
+from mbjax.agents import first_episode_return, make_mpc_agent  # noqa: E402
 from mbjax.utils.bench import machine_info  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -57,7 +57,7 @@ def _device() -> str:
 
 
 def _train(config, keep_checkpoints: bool) -> dict:
-    from mbjax.training.run import run
+    from mbjax.runner.run import run
 
     run_dir = Path(config.out_dir) / config.default_run_name
     if (run_dir / "summary.json").exists() and not (run_dir / "checkpoints").exists():
@@ -136,10 +136,10 @@ def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: 
                               prefill_episodes=0, num_iterations=1,
                               planner=pddm_planner(population=population, sigma=sigma),
                               run_name=f"true-dynamics-{task}-N{population}-sigma{sigma}")
-    trainer = make_train(cfg)
+    agent = make_mpc_agent(cfg)
     t0 = time.perf_counter()
-    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
-    _, metrics = jax.device_get(jax.jit(trainer.train_iteration)(state))
+    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+    _, metrics = jax.device_get(jax.jit(agent.train_iteration)(state))
     res = {"task": task, "device": _device(), "population": population,
            "horizon": cfg.planner.horizon, "sigma": sigma, "num_envs": num_envs,
            "any_episode_dropped": bool(metrics["return_min"] < -250),
@@ -304,9 +304,8 @@ def media(tasks: list[str], steps: int, population: int, fps: float) -> None:
     MEDIA.mkdir(parents=True, exist_ok=True)
     for task in tasks:
         env = envs.make(task)
-        planner = P.make_mppi(P.make_env_objective(env), env.action_low, env.action_high,
-                              P.MPPIConfig(horizon=7, population=population),
-                              P.pddm_mppi_config()[1].replace(sigma=task_sigma(task)))
+        spec = pddm_planner(population=population, horizon=7, sigma=task_sigma(task))
+        planner = spec.build(P.make_env_objective(env), env.action_low, env.action_high)
         t0 = time.perf_counter()
         episode = _mpc_episode(env, planner, steps)
         q0, o0, (qpos, obs, reward, done) = jax.device_get(episode(jax.random.PRNGKey(7)))
