@@ -9,7 +9,7 @@ import pytest
 
 from mbjax.envs.classic import CartpoleParams, CartpoleSwingup, Pendulum, PendulumParams
 from mbjax.envs.wrappers import EpisodeWrapper
-from mbjax.models import sysid
+from mbjax import sysid
 from mbjax.models.true_dynamics import TrueDynamicsModel, simulate
 
 H, B = 6, 3

@@ -1,5 +1,8 @@
 """System identification: fit the unknown physical parameters of a simulator to data.
 
+(A module above ``mbjax.models`` and ``mbjax.planners``: it uses the true simulator as a
+model and the planners' CEM as a search, so it lives over both.)
+
 Given a parametrised simulator x' = f_p(x, a) (``dynamics_fn(params, x, action)``, e.g.
 ``Pendulum.dynamics`` / ``CartpoleSwingup.dynamics`` with ``PendulumParams`` /
 ``CartpoleParams``) and transitions (x_i, a_i, x'_i), i = 1..N, of the real system, find
