@@ -191,7 +191,7 @@ def _sample_kernel(state: BufferState, key: PRNGKey, batch_size: int) -> Any:
     return jax.tree.map(lambda d: d[t, e], state.data)
 
 
-def _window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
+def window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
     """Valid window starts, in chronological order.
 
     Let ``o = (insert_pos - size) mod C`` be the oldest row and ``end[i, e]`` the
@@ -224,9 +224,13 @@ def _window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
     return mask, oldest
 
 
+#: Former private name of :func:`window_starts`, kept for existing importers.
+_window_starts = window_starts
+
+
 @functools.partial(jax.jit, static_argnames=("length",))
 def _num_windows_kernel(state: BufferState, length: int) -> Array:
-    mask, _ = _window_starts(state, length)
+    mask, _ = window_starts(state, length)
     return jnp.sum(mask, dtype=jnp.int32)
 
 
@@ -236,7 +240,7 @@ def _sample_windows_kernel(
 ) -> tuple[Any, Array]:
     """Returns (windows with leaves [B, L, ...], number of valid starts)."""
     C, N = state.episode_end.shape
-    mask, oldest = _window_starts(state, length)
+    mask, oldest = window_starts(state, length)
     prefix = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)  # [C * N], (i, e) row-major
     count = prefix[-1]
     u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count, 1))
@@ -246,6 +250,323 @@ def _sample_windows_kernel(
     rows = (oldest + i[:, None] + jnp.arange(length)[None, :]) % C  # [B, L]
     windows = jax.tree.map(lambda d: d[rows, e[:, None]], state.data)
     return windows, count
+
+
+# ---------------------------------------------------------------------------------------
+# The buffer's operations: pure functions of a :class:`_BufferSpec` (the static sizes and
+# the episode-end function) and their arguments. ``make_replay_buffer`` closes over the
+# spec; the public closures keep the documented signatures (static ``batch_size`` and
+# ``length`` by name, donation of ``state``).
+
+
+class _BufferSpec(NamedTuple):
+    """The static configuration of one buffer.
+
+    Attributes:
+      capacity_per_env: ``C``, rows per env.
+      num_envs: ``N``, parallel envs.
+      episode_end_fn: the user's episode-end function, or None for the default.
+    """
+
+    capacity_per_env: int
+    num_envs: int
+    episode_end_fn: EpisodeEndFn | None
+
+
+def _make_spec(capacity: Any, num_envs: Any, episode_end_fn: Any) -> _BufferSpec:
+    """Checks ``make_replay_buffer``'s arguments; ``C = capacity // num_envs``.
+
+    Raises:
+      ReplayBufferError: sizes that are not ints >= 1, ``capacity < num_envs``, or an
+        ``episode_end_fn`` that is neither callable nor None.
+    """
+    where = "make_replay_buffer"
+    capacity = _check_positive_int(capacity, "capacity", where)
+    num_envs = _check_positive_int(num_envs, "num_envs", where)
+    if capacity < num_envs:
+        raise ReplayBufferError(
+            f"{where}: `capacity` ({capacity}) must be >= `num_envs` ({num_envs}) so that "
+            "every env gets at least one row."
+        )
+    if episode_end_fn is not None and not callable(episode_end_fn):
+        raise ReplayBufferError(
+            f"{where}: `episode_end_fn` must be callable or None, got {episode_end_fn!r}."
+        )
+    return _BufferSpec(capacity // num_envs, num_envs, episode_end_fn)
+
+
+def _resolve_episode_end_fn(spec: _BufferSpec, data: Any) -> EpisodeEndFn | None:
+    """The spec's episode-end function, else the default for data shaped like ``data``."""
+    if spec.episode_end_fn is not None:
+        return spec.episode_end_fn
+    return _default_episode_end_fn(data)
+
+
+def _check_state(spec: _BufferSpec, state: Any, where: str) -> None:
+    """Checks that ``state`` is a BufferState with episode_end [C, N] of this spec."""
+    C, N = spec.capacity_per_env, spec.num_envs
+    if not isinstance(state, BufferState):
+        raise ReplayBufferError(
+            f"{where}: expected a BufferState (from `init`), got {type(state).__name__}."
+        )
+    shape = tuple(state.episode_end.shape)
+    if shape != (C, N):
+        raise ReplayBufferError(
+            f"{where}: the state holds [capacity_per_env, num_envs] = {list(shape)} "
+            f"but this buffer has [{C}, {N}]; it was made by a different buffer."
+        )
+
+
+def _init_state(spec: _BufferSpec, example: Any) -> BufferState:
+    """Allocates zero-filled storage for transitions shaped like ``example``.
+
+    Args:
+      spec: the buffer's sizes C, N and episode-end function.
+      example: ONE unbatched transition, any pytree of arrays (e.g. a
+        :class:`~mbjax.types.Transition` with obs [obs_dim], reward []); only the
+        shapes and dtypes are used.
+
+    Returns:
+      An empty :class:`BufferState`: every data leaf has shape [C, N, *leaf.shape]
+      and the example's dtype, episode_end bool [C, N], ``insert_pos = size = 0``.
+    """
+    C, N = spec.capacity_per_env, spec.num_envs
+    example = _as_arrays(example)
+    if not jax.tree.leaves(example):
+        raise ReplayBufferError("init: `example` has no array leaves.")
+    fn = _resolve_episode_end_fn(spec, example)
+    if fn is not None:
+        out = jax.eval_shape(fn, example)
+        if getattr(out, "shape", None) != ():
+            raise ReplayBufferError(
+                "init: the episode-end function must return a scalar for one "
+                f"transition, got shape {getattr(out, 'shape', None)}."
+            )
+    data = jax.tree.map(lambda x: jnp.zeros((C, N) + x.shape, x.dtype), example)
+    return BufferState(
+        data=data,
+        episode_end=jnp.zeros((C, N), dtype=bool),
+        insert_pos=jnp.zeros((), jnp.int32),
+        size=jnp.zeros((), jnp.int32),
+    )
+
+
+def _check_batch(spec: _BufferSpec, state: BufferState, batch: Any) -> int | None:
+    """Checks ``batch`` against the storage [C, N, ...] leaf by leaf.
+
+    Every leaf must be [N, *item] (one step) or [T, N, *item] (a chunk of T >= 1 steps,
+    the same T for all leaves), with ``item`` and dtype equal to the stored leaf's.
+
+    Returns:
+      T for a [T, N, ...] chunk, None for one step.
+    """
+    N = spec.num_envs
+    data_def = jax.tree.structure(state.data)
+    batch_def = jax.tree.structure(batch)
+    if data_def != batch_def:
+        raise ReplayBufferError(
+            "add: the batch's pytree structure does not match the example's.\n"
+            f"  expected: {data_def}\n  got:      {batch_def}"
+        )
+    stored = jax.tree_util.tree_flatten_with_path(state.data)[0]
+    given = jax.tree.leaves(batch)
+    chunk_len: int | None = None
+    mode: str | None = None
+    for (path, d), x in zip(stored, given, strict=True):
+        name = _leaf_name(path)
+        item = tuple(d.shape[2:])
+        shape = tuple(x.shape)
+        if shape[1:] == (N,) + item and mode != "step":
+            this_mode, this_len = "chunk", shape[0]
+        elif shape == (N,) + item and mode != "chunk":
+            this_mode, this_len = "step", None
+        else:
+            step_shape = (N,) + item
+            chunk_shape = "(T, " + ", ".join(map(str, step_shape)) + ")"
+            context = f" (earlier leaves were given as a {mode})" if mode is not None else ""
+            raise ReplayBufferError(
+                f"add: leaf `{name}` has shape {shape}; expected {step_shape} "
+                f"= [num_envs, *example_shape] for one step, or {chunk_shape} for a "
+                f"chunk of T steps{context}. The example's `{name}` has shape {item}."
+            )
+        if mode == "chunk" and this_len != chunk_len:
+            raise ReplayBufferError(
+                f"add: leaf `{name}` has {this_len} steps but earlier leaves have "
+                f"{chunk_len}; all leaves of a chunk need the same leading T."
+            )
+        mode, chunk_len = this_mode, this_len
+        if x.dtype != d.dtype:
+            raise ReplayBufferError(
+                f"add: leaf `{name}` has dtype {x.dtype}, expected {d.dtype} (the "
+                "example's dtype); cast it before adding."
+            )
+    if mode == "chunk" and chunk_len == 0:
+        raise ReplayBufferError("add: the chunk has T = 0 steps.")
+    return chunk_len
+
+
+def _episode_end_flags(spec: _BufferSpec, batch: Any, lead: int) -> Array:
+    """Episode-end flags of a checked batch: bool with its ``lead`` leading axes.
+
+    Returns:
+      bool [N] (``lead = 1``, one step) or [T, N] (``lead = 2``, a chunk); all False
+      when the data have no episode-end information.
+    """
+    fn = _resolve_episode_end_fn(spec, batch)
+    leading = jax.tree.leaves(batch)[0].shape[:lead]
+    if fn is None:
+        return jnp.zeros(leading, dtype=bool)
+    for _ in range(lead):
+        fn = jax.vmap(fn)
+    flags = jnp.asarray(fn(batch))
+    if flags.shape != leading:
+        raise ReplayBufferError(
+            f"add: the episode-end function returned shape {flags.shape} for a batch "
+            f"with leading axes {leading}; it must return a scalar per transition."
+        )
+    return flags != 0
+
+
+def _add(spec: _BufferSpec, state: BufferState, batch: Any) -> BufferState:
+    """Appends one step of all envs, or a chunk of T consecutive steps.
+
+    Args:
+      spec: the buffer's sizes C, N and episode-end function.
+      state: the buffer state.
+      batch: pytree shaped like the example with leaves [N, ...] (one step of N
+        parallel envs), or [T, N, ...] (T consecutive steps, e.g. the output of
+        ``mbjax.envs.rollout``). Dtypes must equal the example's.
+
+    Returns:
+      The new state. Step ``k`` of a chunk goes to row ``(insert_pos + k) mod C``;
+      when ``T > C`` only the newest C steps are kept.
+      ``insert_pos' = (insert_pos + T) mod C``, ``size' = min(size + T, C)``.
+
+    Raises:
+      ReplayBufferError: at trace time, for a batch whose structure, leaf shapes or
+        dtypes do not match the example (naming the leaf, expected vs got).
+    """
+    _check_state(spec, state, "add")
+    batch = _as_arrays(batch)
+    chunk_len = _check_batch(spec, state, batch)
+    chunk = chunk_len is not None
+    ends = _episode_end_flags(spec, batch, 2 if chunk else 1)
+    return _add_kernel(state, batch, ends, chunk=chunk)
+
+
+def _can_sample(spec: _BufferSpec, state: BufferState, min_size: int) -> Array:
+    """bool []: the buffer holds at least ``min_size`` transitions (``size * N``)."""
+    _check_state(spec, state, "can_sample")
+    return state.size * spec.num_envs >= min_size
+
+
+def _sample(spec: _BufferSpec, state: BufferState, key: PRNGKey, batch_size: int) -> Any:
+    """Samples ``batch_size`` transitions uniformly, with replacement, from valid rows.
+
+    Each draw picks one of the ``size * N`` stored transitions with probability
+    ``1 / (size * N)``; uninitialised rows are never returned.
+
+    Args:
+      spec: the buffer's sizes C, N and episode-end function.
+      state: the buffer state.
+      key: PRNG key.
+      batch_size: static int >= 1.
+
+    Returns:
+      A pytree shaped like the example with leaves [batch_size, ...].
+
+    Empty buffer: outside ``jit`` this raises ``ReplayBufferError``. Under ``jit``
+    emptiness cannot be checked; the result is then ``batch_size`` copies of the
+    zero-filled row ``data[0, 0]``. Guard with ``can_sample``.
+    """
+    _check_state(spec, state, "sample")
+    batch_size = _check_positive_int(batch_size, "batch_size", "sample")
+    if not _is_tracer(state.size) and int(state.size) == 0:
+        raise ReplayBufferError(
+            "sample: the buffer is empty (size 0); add transitions first, or check "
+            "`can_sample(state)`."
+        )
+    return _sample_kernel(state, key, batch_size=batch_size)
+
+
+def _check_length(spec: _BufferSpec, length: Any, where: str) -> int:
+    """``length`` as a Python int in [1, C]; raises ReplayBufferError otherwise."""
+    length = _check_positive_int(length, "length", where)
+    C = spec.capacity_per_env
+    if length > C:
+        raise ReplayBufferError(
+            f"{where}: `length` ({length}) exceeds capacity_per_env ({C}); no window "
+            "can ever be that long."
+        )
+    return length
+
+
+def _check_episode_info(spec: _BufferSpec, state: BufferState, where: str) -> None:
+    """Raises unless the stored data have episode-end information (windows need it)."""
+    if _resolve_episode_end_fn(spec, state.data) is None:
+        raise ReplayBufferError(
+            f"{where}: this buffer's data has no episode-end information, so windows "
+            "could silently span episodes. Store a Transition or a dict with 'done' "
+            "(and 'truncated'), or pass `episode_end_fn` to make_replay_buffer "
+            "(mbjax.buffers.no_episode_ends treats each env's stream as one episode)."
+        )
+
+
+def _num_windows(spec: _BufferSpec, state: BufferState, length: int) -> Array:
+    """int32 []: the number of valid window starts of ``length`` steps (all envs).
+
+    ``sample_windows`` draws from exactly these; when this is 0 its output is a
+    placeholder (see :func:`_sample_windows`).
+    """
+    _check_state(spec, state, "num_windows")
+    length = _check_length(spec, length, "num_windows")
+    _check_episode_info(spec, state, "num_windows")
+    return _num_windows_kernel(state, length=length)
+
+
+def _sample_windows(
+    spec: _BufferSpec, state: BufferState, key: PRNGKey, batch_size: int, length: int
+) -> Any:
+    """Samples windows of ``length`` consecutive steps of one env, within one episode.
+
+    A window is ``data[t_0 .. t_0 + L - 1 (mod C), e]`` for a start ``(t_0, e)`` drawn
+    uniformly, with replacement, from the valid starts (see :func:`window_starts`):
+    consecutive steps of env e, entirely among the stored rows (never across the
+    seam between the newest and the oldest row), and no step but the last ends an
+    episode (``done`` or ``truncated``). Draw: with the flattened mask m and its
+    inclusive prefix sums P (P[-1] = number of valid starts), u ~ U{0, ..., P[-1]-1}
+    and the start is the first k with P[k] > u (a binary search), which is exactly
+    uniform.
+
+    Args:
+      spec: the buffer's sizes C, N and episode-end function.
+      state: the buffer state.
+      key: PRNG key.
+      batch_size: static int >= 1.
+      length: static int in [1, C].
+
+    Returns:
+      A pytree shaped like the example with leaves [batch_size, length, ...].
+
+    No valid window (``num_windows(state, length) == 0``): outside ``jit`` this
+    raises ``ReplayBufferError``; under ``jit`` it returns placeholder windows (the
+    rows of env 0 starting at the oldest row) that must be discarded.
+
+    Cost: O(C * N) per call to build the mask, plus the gather.
+    """
+    where = "sample_windows"
+    _check_state(spec, state, where)
+    batch_size = _check_positive_int(batch_size, "batch_size", where)
+    length = _check_length(spec, length, where)
+    _check_episode_info(spec, state, where)
+    windows, count = _sample_windows_kernel(state, key, batch_size=batch_size, length=length)
+    if not _is_tracer(count) and int(count) == 0:
+        raise ReplayBufferError(
+            f"sample_windows: no valid window of length {length} (size {int(state.size)}"
+            f" rows per env); every candidate crosses an episode end or the data's "
+            "end. Check `num_windows(state, length)` first."
+        )
+    return windows
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,274 +595,46 @@ def make_replay_buffer(
         :func:`no_episode_ends` to treat every env's stream as one episode).
 
     Returns:
-      A :class:`ReplayBuffer`.
+      A :class:`ReplayBuffer` whose functions are documented at the module-level
+      functions they call (:func:`_init_state`, :func:`_add`, :func:`_sample`,
+      :func:`_sample_windows`, :func:`_can_sample`, :func:`_num_windows`).
 
     Raises:
       ReplayBufferError: (a ``ValueError``) for sizes that are not ints >= 1 or
         ``capacity < num_envs``.
     """
-    where = "make_replay_buffer"
-    capacity = _check_positive_int(capacity, "capacity", where)
-    num_envs = _check_positive_int(num_envs, "num_envs", where)
-    if capacity < num_envs:
-        raise ReplayBufferError(
-            f"{where}: `capacity` ({capacity}) must be >= `num_envs` ({num_envs}) so that "
-            "every env gets at least one row."
-        )
-    if episode_end_fn is not None and not callable(episode_end_fn):
-        raise ReplayBufferError(
-            f"{where}: `episode_end_fn` must be callable or None, got {episode_end_fn!r}."
-        )
-    C = capacity // num_envs
-    N = num_envs
+    spec = _make_spec(capacity, num_envs, episode_end_fn)
 
-    def resolve_episode_end_fn(data: Any) -> EpisodeEndFn | None:
-        if episode_end_fn is not None:
-            return episode_end_fn
-        return _default_episode_end_fn(data)
-
-    def check_state(state: Any, where: str) -> None:
-        if not isinstance(state, BufferState):
-            raise ReplayBufferError(
-                f"{where}: expected a BufferState (from `init`), got {type(state).__name__}."
-            )
-        shape = tuple(state.episode_end.shape)
-        if shape != (C, N):
-            raise ReplayBufferError(
-                f"{where}: the state holds [capacity_per_env, num_envs] = {list(shape)} "
-                f"but this buffer has [{C}, {N}]; it was made by a different buffer."
-            )
-
-    # -- init ---------------------------------------------------------------------------
     def init(example: Any) -> BufferState:
-        """Allocates zero-filled storage for transitions shaped like ``example``.
-
-        Args:
-          example: ONE unbatched transition, any pytree of arrays (e.g. a
-            :class:`~mbjax.types.Transition` with obs [obs_dim], reward []); only the
-            shapes and dtypes are used.
-
-        Returns:
-          An empty :class:`BufferState`: every data leaf has shape [C, N, *leaf.shape]
-          and the example's dtype, ``insert_pos = size = 0``.
-        """
-        example = _as_arrays(example)
-        if not jax.tree.leaves(example):
-            raise ReplayBufferError("init: `example` has no array leaves.")
-        fn = resolve_episode_end_fn(example)
-        if fn is not None:
-            out = jax.eval_shape(fn, example)
-            if getattr(out, "shape", None) != ():
-                raise ReplayBufferError(
-                    "init: the episode-end function must return a scalar for one "
-                    f"transition, got shape {getattr(out, 'shape', None)}."
-                )
-        data = jax.tree.map(lambda x: jnp.zeros((C, N) + x.shape, x.dtype), example)
-        return BufferState(
-            data=data,
-            episode_end=jnp.zeros((C, N), dtype=bool),
-            insert_pos=jnp.zeros((), jnp.int32),
-            size=jnp.zeros((), jnp.int32),
-        )
-
-    # -- add ----------------------------------------------------------------------------
-    def check_batch(state: BufferState, batch: Any) -> int | None:
-        """Checks ``batch`` against the storage; returns T for a [T, N] chunk, else None."""
-        data_def = jax.tree.structure(state.data)
-        batch_def = jax.tree.structure(batch)
-        if data_def != batch_def:
-            raise ReplayBufferError(
-                "add: the batch's pytree structure does not match the example's.\n"
-                f"  expected: {data_def}\n  got:      {batch_def}"
-            )
-        stored = jax.tree_util.tree_flatten_with_path(state.data)[0]
-        given = jax.tree.leaves(batch)
-        chunk_len: int | None = None
-        mode: str | None = None
-        for (path, d), x in zip(stored, given, strict=True):
-            name = _leaf_name(path)
-            item = tuple(d.shape[2:])
-            shape = tuple(x.shape)
-            if shape[1:] == (N,) + item and mode != "step":
-                this_mode, this_len = "chunk", shape[0]
-            elif shape == (N,) + item and mode != "chunk":
-                this_mode, this_len = "step", None
-            else:
-                step_shape = (N,) + item
-                chunk_shape = "(T, " + ", ".join(map(str, step_shape)) + ")"
-                context = (
-                    f" (earlier leaves were given as a {mode})" if mode is not None else ""
-                )
-                raise ReplayBufferError(
-                    f"add: leaf `{name}` has shape {shape}; expected {step_shape} "
-                    f"= [num_envs, *example_shape] for one step, or {chunk_shape} for a "
-                    f"chunk of T steps{context}. The example's `{name}` has shape {item}."
-                )
-            if mode == "chunk" and this_len != chunk_len:
-                raise ReplayBufferError(
-                    f"add: leaf `{name}` has {this_len} steps but earlier leaves have "
-                    f"{chunk_len}; all leaves of a chunk need the same leading T."
-                )
-            mode, chunk_len = this_mode, this_len
-            if x.dtype != d.dtype:
-                raise ReplayBufferError(
-                    f"add: leaf `{name}` has dtype {x.dtype}, expected {d.dtype} (the "
-                    "example's dtype); cast it before adding."
-                )
-        if mode == "chunk" and chunk_len == 0:
-            raise ReplayBufferError("add: the chunk has T = 0 steps.")
-        return chunk_len
-
-    def episode_ends(batch: Any, lead: int) -> Array:
-        """bool flags with the batch's ``lead`` leading axes ([N] or [T, N])."""
-        fn = resolve_episode_end_fn(batch)
-        leading = jax.tree.leaves(batch)[0].shape[:lead]
-        if fn is None:
-            return jnp.zeros(leading, dtype=bool)
-        for _ in range(lead):
-            fn = jax.vmap(fn)
-        flags = jnp.asarray(fn(batch))
-        if flags.shape != leading:
-            raise ReplayBufferError(
-                f"add: the episode-end function returned shape {flags.shape} for a batch "
-                f"with leading axes {leading}; it must return a scalar per transition."
-            )
-        return flags != 0
+        """Zero-filled storage [C, N, ...] for transitions shaped like ``example``."""
+        return _init_state(spec, example)
 
     def add(state: BufferState, batch: Any) -> BufferState:
-        """Appends one step of all envs, or a chunk of T consecutive steps.
+        """Appends one step ([N, ...]) or a chunk of T steps ([T, N, ...])."""
+        return _add(spec, state, batch)
 
-        Args:
-          state: the buffer state.
-          batch: pytree shaped like the example with leaves [N, ...] (one step of N
-            parallel envs), or [T, N, ...] (T consecutive steps, e.g. the output of
-            ``mbjax.envs.rollout``). Dtypes must equal the example's.
-
-        Returns:
-          The new state. Step ``k`` of a chunk goes to row ``(insert_pos + k) mod C``;
-          when ``T > C`` only the newest C steps are kept.
-          ``insert_pos' = (insert_pos + T) mod C``, ``size' = min(size + T, C)``.
-
-        Raises:
-          ReplayBufferError: at trace time, for a batch whose structure, leaf shapes or
-            dtypes do not match the example (naming the leaf, expected vs got).
-        """
-        check_state(state, "add")
-        batch = _as_arrays(batch)
-        chunk_len = check_batch(state, batch)
-        chunk = chunk_len is not None
-        ends = episode_ends(batch, 2 if chunk else 1)
-        return _add_kernel(state, batch, ends, chunk=chunk)
-
-    # -- uniform sampling -----------------------------------------------------------------
     def can_sample(state: BufferState, min_size: int = 1) -> Array:
         """bool []: the buffer holds at least ``min_size`` transitions (``size * N``)."""
-        check_state(state, "can_sample")
-        return state.size * N >= min_size
+        return _can_sample(spec, state, min_size)
 
     def sample(state: BufferState, key: PRNGKey, batch_size: int) -> Any:
-        """Samples ``batch_size`` transitions uniformly, with replacement, from valid rows.
-
-        Each draw picks one of the ``size * N`` stored transitions with probability
-        ``1 / (size * N)``; uninitialised rows are never returned.
-
-        Args:
-          state: the buffer state.
-          key: PRNG key.
-          batch_size: static int >= 1.
-
-        Returns:
-          A pytree shaped like the example with leaves [batch_size, ...].
-
-        Empty buffer: outside ``jit`` this raises ``ReplayBufferError``. Under ``jit``
-        emptiness cannot be checked; the result is then ``batch_size`` copies of the
-        zero-filled row ``data[0, 0]``. Guard with :func:`can_sample`.
-        """
-        check_state(state, "sample")
-        batch_size = _check_positive_int(batch_size, "batch_size", "sample")
-        if not _is_tracer(state.size) and int(state.size) == 0:
-            raise ReplayBufferError(
-                "sample: the buffer is empty (size 0); add transitions first, or check "
-                "`can_sample(state)`."
-            )
-        return _sample_kernel(state, key, batch_size=batch_size)
-
-    # -- window sampling ------------------------------------------------------------------
-    def check_length(length: Any, where: str) -> int:
-        length = _check_positive_int(length, "length", where)
-        if length > C:
-            raise ReplayBufferError(
-                f"{where}: `length` ({length}) exceeds capacity_per_env ({C}); no window "
-                "can ever be that long."
-            )
-        return length
-
-    def check_episode_info(state: BufferState, where: str) -> None:
-        if resolve_episode_end_fn(state.data) is None:
-            raise ReplayBufferError(
-                f"{where}: this buffer's data has no episode-end information, so windows "
-                "could silently span episodes. Store a Transition or a dict with 'done' "
-                "(and 'truncated'), or pass `episode_end_fn` to make_replay_buffer "
-                "(mbjax.buffers.no_episode_ends treats each env's stream as one episode)."
-            )
+        """``batch_size`` uniform draws (with replacement): leaves [batch_size, ...]."""
+        return _sample(spec, state, key, batch_size)
 
     def num_windows(state: BufferState, length: int) -> Array:
-        """int32 []: the number of valid window starts of ``length`` steps (all envs).
-
-        ``sample_windows`` draws from exactly these; when this is 0 its output is a
-        placeholder (see there).
-        """
-        check_state(state, "num_windows")
-        length = check_length(length, "num_windows")
-        check_episode_info(state, "num_windows")
-        return _num_windows_kernel(state, length=length)
+        """int32 []: the number of valid window starts of ``length`` steps (all envs)."""
+        return _num_windows(spec, state, length)
 
     def sample_windows(state: BufferState, key: PRNGKey, batch_size: int, length: int) -> Any:
-        """Samples windows of ``length`` consecutive steps of one env, within one episode.
+        """Windows of ``length`` steps of one env within one episode: [B, length, ...]."""
+        return _sample_windows(spec, state, key, batch_size, length)
 
-        A window is ``data[t_0 .. t_0 + L - 1 (mod C), e]`` for a start ``(t_0, e)`` drawn
-        uniformly, with replacement, from the valid starts (see ``_window_starts``):
-        consecutive steps of env e, entirely among the stored rows (never across the
-        seam between the newest and the oldest row), and no step but the last ends an
-        episode (``done`` or ``truncated``). Draw: with the flattened mask m and its
-        inclusive prefix sums P (P[-1] = number of valid starts), u ~ U{0, ..., P[-1]-1}
-        and the start is the first k with P[k] > u (a binary search), which is exactly
-        uniform.
-
-        Args:
-          state: the buffer state.
-          key: PRNG key.
-          batch_size: static int >= 1.
-          length: static int in [1, C].
-
-        Returns:
-          A pytree shaped like the example with leaves [batch_size, length, ...].
-
-        No valid window (``num_windows(state, length) == 0``): outside ``jit`` this
-        raises ``ReplayBufferError``; under ``jit`` it returns placeholder windows (the
-        rows of env 0 starting at the oldest row) that must be discarded.
-
-        Cost: O(C * N) per call to build the mask, plus the gather.
-        """
-        check_state(state, "sample_windows")
-        batch_size = _check_positive_int(batch_size, "batch_size", "sample_windows")
-        length = check_length(length, "sample_windows")
-        check_episode_info(state, "sample_windows")
-        windows, count = _sample_windows_kernel(state, key, batch_size=batch_size, length=length)
-        if not _is_tracer(count) and int(count) == 0:
-            raise ReplayBufferError(
-                f"sample_windows: no valid window of length {length} (size {int(state.size)}"
-                f" rows per env); every candidate crosses an episode end or the data's "
-                "end. Check `num_windows(state, length)` first."
-            )
-        return windows
-
-    # -- persistence ----------------------------------------------------------------------
     def load(path: Any, example: Any) -> BufferState:
         """Loads a state saved by ``save``, checked against this buffer and ``example``."""
         template = jax.eval_shape(init, example)
         return serialization.load(path, template)
 
+    C, N = spec.capacity_per_env, spec.num_envs
     return ReplayBuffer(
         init=init,
         add=add,

@@ -402,6 +402,164 @@ def _kstep_chunk(model, propagation, p, sample, horizon, t_len, state, acts, seq
             per_window, valid)
 
 
+def _check_kstep_inputs(model: EnsembleModel, obs, actions, ks: Sequence[int], propagation: str,
+                        episode_end, num_particles: int | None, start_stride: int,
+                        chunk_size: int):
+    """Checks and converts :func:`k_step_errors`' inputs.
+
+    Returns:
+      (obs float32 [N, T + 1, O], actions float32 [N, T, A], episode_end float32 [N, T]
+      (zeros if None), ks sorted unique ints in [1, T], p particles per start).
+
+    Raises:
+      ValueError: mismatched shapes, an empty batch, k outside [1, T], an unknown
+        propagation or particle count, or start_stride / chunk_size < 1.
+    """
+    obs = np.asarray(obs, np.float32)
+    actions = np.asarray(actions, np.float32)
+    if obs.ndim != 3 or actions.ndim != 3:
+        raise ValueError(f"expected obs [N, T + 1, O] and actions [N, T, A], got obs "
+                         f"{obs.shape} and actions {actions.shape}")
+    n, t_plus_1, o = obs.shape
+    t_len = t_plus_1 - 1
+    if o != model.obs_size or actions.shape[-1] != model.action_size:
+        raise ValueError(f"model expects obs [..., {model.obs_size}] and actions [..., "
+                         f"{model.action_size}], got {obs.shape} and {actions.shape}")
+    if actions.shape[:2] != (n, t_len):
+        raise ValueError(f"actions {actions.shape} must be [N, T, A] = [{n}, {t_len}, A] for "
+                         f"obs {obs.shape} (obs has one more step than actions)")
+    if n == 0 or t_len < 1:
+        raise ValueError(f"no trajectories to evaluate (obs {obs.shape})")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1 or ks[-1] > t_len:
+        raise ValueError(f"ks must lie in [1, T = {t_len}], got {ks}")
+    if episode_end is None:
+        episode_end = np.zeros((n, t_len))
+    episode_end = np.asarray(episode_end, np.float32)
+    if episode_end.shape != (n, t_len):
+        raise ValueError(f"episode_end {episode_end.shape} must be [N, T] = [{n}, {t_len}]")
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"unknown propagation {propagation!r}; valid: {', '.join(PROPAGATIONS)}")
+    num_members = model.num_members
+    p = num_particles or (1 if propagation == "expectation" else num_members)
+    check_propagation(propagation, p, num_members)
+    if start_stride < 1 or chunk_size < 1:
+        raise ValueError("start_stride and chunk_size must be >= 1")
+    return obs, actions, episode_end, ks, p
+
+
+def _padded_trajectories(obs: np.ndarray, actions: np.ndarray, episode_end: np.ndarray,
+                         horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies padded by K = ``horizon`` steps so every start can gather K steps.
+
+    Args:
+      obs [N, T + 1, O], actions [N, T, A], episode_end [N, T].
+
+    Returns:
+      (acts [N, T + K, A] zero-padded, seq [N, T + K + 1, O] repeating the last
+      observation, ends [N, T + K + 1]: the number of episode ends before each step).
+      Padded steps are masked by :func:`_kstep_chunk` (t + j <= T).
+    """
+    n, _, o = obs.shape
+    acts = np.concatenate([actions, np.zeros((n, horizon, actions.shape[-1]), np.float32)], 1)
+    seq = np.concatenate([obs, np.broadcast_to(obs[:, -1:], (n, horizon, o))], 1)
+    ends = np.concatenate([np.zeros((n, 1)), np.cumsum(episode_end > 0.5, 1)], 1)
+    ends = np.concatenate([ends, np.broadcast_to(ends[:, -1:], (n, horizon))], 1)
+    return acts, seq, ends
+
+
+def _kstep_sums(model: EnsembleModel, state: ModelState, propagation: str, p: int,
+                sample: bool, horizon: int, t_len: int, acts, seq, ends, scale2: np.ndarray,
+                start_stride: int, chunk_size: int, key: PRNGKey):
+    """Runs :func:`_kstep_chunk` over all starts (n, t), t = 0, stride, ... < T, in chunks.
+
+    The last chunk is padded (dead starts) so that all chunks share one compile; chunk
+    i folds ``i`` into ``key``.
+
+    Returns:
+      (sums: [err2, base2, var] each float64 [K, O], count float64 [K], per-window
+      normalised error float64 [S, K] and validity bool [S, K] of the S chunked starts).
+    """
+    n, o = seq.shape[0], seq.shape[-1]
+    rows_all, starts_all = np.meshgrid(np.arange(n), np.arange(0, t_len, start_stride),
+                                       indexing="ij")
+    rows_all, starts_all = rows_all.reshape(-1), starts_all.reshape(-1)
+    total = rows_all.size
+    chunk = min(chunk_size, total)
+    sums = [np.zeros((horizon, o)) for _ in range(3)]
+    count = np.zeros(horizon)
+    windows = []  # (per-window nmse, validity) for medians
+    for i, begin in enumerate(range(0, total, chunk)):
+        r, s = rows_all[begin:begin + chunk], starts_all[begin:begin + chunk]
+        live = np.ones(chunk, bool)
+        if r.size < chunk:  # pad the last chunk: one compile for all chunks
+            live[r.size:] = False
+            r = np.concatenate([r, np.zeros(chunk - r.size, r.dtype)])
+            s = np.concatenate([s, np.zeros(chunk - s.size, s.dtype)])
+        e2, b2, var, cnt, pw, val = _kstep_chunk(
+            model, propagation, int(p), bool(sample), horizon, t_len, state, acts, seq, ends,
+            scale2.astype(np.float32), r, s, live, key, np.int32(i))
+        for acc, x in zip(sums, (e2, b2, var)):
+            acc += np.asarray(x, np.float64)
+        count += np.asarray(cnt, np.float64)
+        windows.append((np.asarray(pw, np.float64), np.asarray(val) > 0))
+    pw = np.concatenate([w[0] for w in windows])
+    val = np.concatenate([w[1] for w in windows])
+    return sums, count, pw, val
+
+
+def _kstep_curve(sums, count: np.ndarray, pw: np.ndarray, val: np.ndarray,
+                 scale2: np.ndarray):
+    """The error curve over j = 1..K from the window sums (see :func:`_kstep_sums`).
+
+    Args:
+      sums: [err2, base2, var] each [K, O]; count [K]; pw [S, K] and val [S, K] the
+        per-window normalised errors and validity; scale2 [O] training-data variance.
+
+    Returns:
+      (curve: JSON-ready dict of lists over j (None where no window counts),
+      mse_d [K, O] and nmse_d [K, O]).
+    """
+    horizon = count.shape[0]
+    safe = np.maximum(count, 1.0)[:, None]
+    mse_d = sums[0] / safe
+    nmse_d = mse_d / scale2
+    base_nmse = (sums[1] / safe / scale2).mean(-1)
+    spread = (sums[2] / safe / scale2).mean(-1)
+    median = np.array([np.median(pw[val[:, j], j]) if val[:, j].any() else np.nan
+                       for j in range(horizon)])
+    none_if_empty = lambda x: [None if c == 0 else float(v) for v, c in zip(x, count)]
+    curve = {
+        "k": list(range(1, horizon + 1)),
+        "num_windows": count.astype(int).tolist(),
+        "mse": none_if_empty(mse_d.mean(-1)),
+        "nmse": none_if_empty(nmse_d.mean(-1)),
+        "nmse_median": none_if_empty(median),
+        "baseline_nmse": none_if_empty(base_nmse),
+        "spread_nvar": none_if_empty(spread),
+    }
+    return curve, mse_d, nmse_d
+
+
+def _kstep_table(ks: Sequence[int], curve: dict, count: np.ndarray, mse_d: np.ndarray,
+                 nmse_d: np.ndarray) -> dict:
+    """The rows k of ``curve`` (plus rmse and per-dim errors [O]) keyed by ``str(k)``."""
+    return {
+        str(k): {
+            "num_windows": int(count[k - 1]),
+            "mse": curve["mse"][k - 1],
+            "nmse": curve["nmse"][k - 1],
+            "nmse_median": curve["nmse_median"][k - 1],
+            "rmse": None if count[k - 1] == 0 else float(np.sqrt(mse_d[k - 1].mean())),
+            "baseline_nmse": curve["baseline_nmse"][k - 1],
+            "spread_nvar": curve["spread_nvar"][k - 1],
+            "mse_per_dim": None if count[k - 1] == 0 else _floats(mse_d[k - 1]),
+            "nmse_per_dim": None if count[k - 1] == 0 else _floats(nmse_d[k - 1]),
+        }
+        for k in ks
+    }
+
+
 def k_step_errors(model: EnsembleModel, state: ModelState, obs: Array, actions: Array,
                   ks: Sequence[int] = DEFAULT_KS, propagation: str = "ts_inf", *,
                   episode_end: Array | None = None, key: PRNGKey | None = None,
@@ -444,103 +602,20 @@ def k_step_errors(model: EnsembleModel, state: ModelState, obs: Array, actions: 
     Raises:
       ValueError: mismatched shapes, an empty batch, or k outside [1, T].
     """
-    obs = np.asarray(obs, np.float32)
-    actions = np.asarray(actions, np.float32)
-    if obs.ndim != 3 or actions.ndim != 3:
-        raise ValueError(f"expected obs [N, T + 1, O] and actions [N, T, A], got obs "
-                         f"{obs.shape} and actions {actions.shape}")
+    obs, actions, episode_end, ks, p = _check_kstep_inputs(
+        model, obs, actions, ks, propagation, episode_end, num_particles, start_stride,
+        chunk_size)
     n, t_plus_1, o = obs.shape
     t_len = t_plus_1 - 1
-    if o != model.obs_size or actions.shape[-1] != model.action_size:
-        raise ValueError(f"model expects obs [..., {model.obs_size}] and actions [..., "
-                         f"{model.action_size}], got {obs.shape} and {actions.shape}")
-    if actions.shape[:2] != (n, t_len):
-        raise ValueError(f"actions {actions.shape} must be [N, T, A] = [{n}, {t_len}, A] for "
-                         f"obs {obs.shape} (obs has one more step than actions)")
-    if n == 0 or t_len < 1:
-        raise ValueError(f"no trajectories to evaluate (obs {obs.shape})")
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1 or ks[-1] > t_len:
-        raise ValueError(f"ks must lie in [1, T = {t_len}], got {ks}")
-    if episode_end is None:
-        episode_end = np.zeros((n, t_len))
-    episode_end = np.asarray(episode_end, np.float32)
-    if episode_end.shape != (n, t_len):
-        raise ValueError(f"episode_end {episode_end.shape} must be [N, T] = [{n}, {t_len}]")
-    if propagation not in PROPAGATIONS:
-        raise ValueError(f"unknown propagation {propagation!r}; valid: {', '.join(PROPAGATIONS)}")
-    num_members = model.num_members
-    p = num_particles or (1 if propagation == "expectation" else num_members)
-    check_propagation(propagation, p, num_members)
-    if start_stride < 1 or chunk_size < 1:
-        raise ValueError("start_stride and chunk_size must be >= 1")
     key = jax.random.PRNGKey(0) if key is None else key
     horizon = ks[-1]
-
-    # Padded copies so every start can gather K steps; invalid steps are masked.
-    acts = np.concatenate([actions, np.zeros((n, horizon, actions.shape[-1]), np.float32)], 1)
-    seq = np.concatenate([obs, np.broadcast_to(obs[:, -1:], (n, horizon, o))], 1)
-    ends = np.concatenate([np.zeros((n, 1)), np.cumsum(episode_end > 0.5, 1)], 1)
-    ends = np.concatenate([ends, np.broadcast_to(ends[:, -1:], (n, horizon))], 1)
+    acts, seq, ends = _padded_trajectories(obs, actions, episode_end, horizon)
     scale2 = np.asarray(state.input_norm.std, np.float64)[:o] ** 2
-
-    rows_all, starts_all = np.meshgrid(np.arange(n), np.arange(0, t_len, start_stride),
-                                       indexing="ij")
-    rows_all, starts_all = rows_all.reshape(-1), starts_all.reshape(-1)
-    total = rows_all.size
-    chunk = min(chunk_size, total)
-    sums = [np.zeros((horizon, o)) for _ in range(3)]
-    count = np.zeros(horizon)
-    windows = []  # (per-window nmse, validity) for medians
-    for i, begin in enumerate(range(0, total, chunk)):
-        r, s = rows_all[begin:begin + chunk], starts_all[begin:begin + chunk]
-        live = np.ones(chunk, bool)
-        if r.size < chunk:  # pad the last chunk: one compile for all chunks
-            live[r.size:] = False
-            r = np.concatenate([r, np.zeros(chunk - r.size, r.dtype)])
-            s = np.concatenate([s, np.zeros(chunk - s.size, s.dtype)])
-        e2, b2, var, cnt, pw, val = _kstep_chunk(
-            model, propagation, int(p), bool(sample), horizon, t_len, state, acts, seq, ends,
-            scale2.astype(np.float32), r, s, live, key, np.int32(i))
-        for acc, x in zip(sums, (e2, b2, var)):
-            acc += np.asarray(x, np.float64)
-        count += np.asarray(cnt, np.float64)
-        windows.append((np.asarray(pw, np.float64), np.asarray(val) > 0))
+    sums, count, pw, val = _kstep_sums(model, state, propagation, p, sample, horizon, t_len,
+                                       acts, seq, ends, scale2, start_stride, chunk_size, key)
     if count[0] == 0:
         raise ValueError("no window of the trajectories is free of episode ends")
-    safe = np.maximum(count, 1.0)[:, None]
-    mse_d = sums[0] / safe
-    nmse_d = mse_d / scale2
-    base_nmse = (sums[1] / safe / scale2).mean(-1)
-    spread = (sums[2] / safe / scale2).mean(-1)
-    pw = np.concatenate([w[0] for w in windows])
-    val = np.concatenate([w[1] for w in windows])
-    median = np.array([np.median(pw[val[:, j], j]) if val[:, j].any() else np.nan
-                       for j in range(horizon)])
-    none_if_empty = lambda x: [None if c == 0 else float(v) for v, c in zip(x, count)]
-    curve = {
-        "k": list(range(1, horizon + 1)),
-        "num_windows": count.astype(int).tolist(),
-        "mse": none_if_empty(mse_d.mean(-1)),
-        "nmse": none_if_empty(nmse_d.mean(-1)),
-        "nmse_median": none_if_empty(median),
-        "baseline_nmse": none_if_empty(base_nmse),
-        "spread_nvar": none_if_empty(spread),
-    }
-    table = {
-        str(k): {
-            "num_windows": int(count[k - 1]),
-            "mse": curve["mse"][k - 1],
-            "nmse": curve["nmse"][k - 1],
-            "nmse_median": curve["nmse_median"][k - 1],
-            "rmse": None if count[k - 1] == 0 else float(np.sqrt(mse_d[k - 1].mean())),
-            "baseline_nmse": curve["baseline_nmse"][k - 1],
-            "spread_nvar": curve["spread_nvar"][k - 1],
-            "mse_per_dim": None if count[k - 1] == 0 else _floats(mse_d[k - 1]),
-            "nmse_per_dim": None if count[k - 1] == 0 else _floats(nmse_d[k - 1]),
-        }
-        for k in ks
-    }
+    curve, mse_d, nmse_d = _kstep_curve(sums, count, pw, val, scale2)
     return {
         "ks": ks,
         "propagation": propagation,
@@ -551,5 +626,5 @@ def k_step_errors(model: EnsembleModel, state: ModelState, obs: Array, actions: 
         "start_stride": int(start_stride),
         "obs_std": _floats(np.sqrt(scale2)),
         "curve": curve,
-        "table": table,
+        "table": _kstep_table(ks, curve, count, mse_d, nmse_d),
     }

@@ -34,6 +34,7 @@ the iteration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -114,6 +115,7 @@ def _guarded_adam_step(optimizer, learning_rate: float | Array, grads, opt_state
 
 
 def _all_finite(tree, valid: Array) -> Array:
+    """bool []: no leaf [C, ...] of ``tree`` has a NaN/inf in a row where ``valid`` [C]."""
     ok = jnp.array(True)
     for x in jax.tree_util.tree_leaves(tree):
         bad = ~jnp.isfinite(x.reshape(x.shape[0], -1)).all(-1)
@@ -121,37 +123,351 @@ def _all_finite(tree, valid: Array) -> Array:
     return ok
 
 
+# ---------------------------------------------------------------------------------------
+# The steps of one ``train`` call, as pure functions (``make_model_trainer`` closes over
+# the model, the optimizer and the config). E = num_members, C = the data's capacity.
+
+
+def _minibatch_loss(model: EnsembleModel, params, state: ModelState, batch, weight: Array):
+    """Summed member losses (+ weight decay) of one minibatch, for ``jax.grad``.
+
+    Args:
+      batch: (obs, action, next_obs, reward, done) with leaves [E, B, ...].
+      weight: float32 [E, B], 0 for padded slots.
+
+    Returns:
+      (scalar total, (loss [E], mse [E])) with ``loss`` the data loss of each member.
+    """
+    obs, action, next_obs, reward, done = batch
+    loss, mse = model.member_losses(params, state.input_norm, state.target_norm, obs,
+                                    action, next_obs, reward, done, weight)
+    total = loss + model.weight_decay_penalty(params)
+    return jnp.sum(total), (loss, mse)
+
+
+def _holdout_mse(model: EnsembleModel, params, state: ModelState, data, rows: Array,
+                 weight: Array) -> Array:
+    """MSE per member [E] on the held-out rows [H] (shared by all members), weights [H]."""
+    num_members = model.config.num_members
+    obs, action, next_obs, reward, done = jax.tree_util.tree_map(
+        lambda x: x[rows], _model_inputs(data))
+    e_b = lambda x: jnp.broadcast_to(x, (num_members,) + x.shape)
+    _, mse = model.member_losses(
+        params, state.input_norm, state.target_norm, e_b(obs), e_b(action),
+        e_b(next_obs), e_b(reward), e_b(done), e_b(weight))
+    return mse
+
+
+def _fit_normalizers(model: EnsembleModel, state: ModelState, data, valid: Array
+                     ) -> ModelState:
+    """``state`` with input [O + A] and target [D] normalisers fitted on the valid [C] rows."""
+    obs, action, next_obs, reward, _ = _model_inputs(data)
+    inputs = jnp.concatenate([obs, action], axis=-1)
+    targets = model.targets(obs, action, next_obs, reward)
+    return state.replace(input_norm=fit_normalizer(inputs, valid),
+                         target_norm=fit_normalizer(targets, valid))
+
+
+def _holdout_split(cfg: ModelTrainConfig, key: PRNGKey, valid: Array, n: Array):
+    """A random order of the rows (valid first) whose first ``n_hold`` are held out.
+
+    Args:
+      valid: bool [C], the first ``n`` rows; n: int32 [].
+
+    Returns:
+      (order int [C], n_hold int32 [], n_train int32 [], hold_rows int [H] or None,
+      hold_weight float32 [H] or None) with H = min(max_holdout, C) and weight 1 on the
+      first ``n_hold`` held-out slots; no holdout (None) without early stopping.
+    """
+    capacity = valid.shape[0]
+    order = jnp.argsort(jnp.where(valid, jax.random.uniform(key, (capacity,)), jnp.inf))
+    hold_rows = hold_weight = None
+    if cfg.early_stopping:
+        n_hold = jnp.minimum((cfg.holdout_ratio * n).astype(jnp.int32), cfg.max_holdout)
+        n_hold = jnp.where(n >= 2, jnp.maximum(n_hold, 1), 0)
+        max_hold = min(cfg.max_holdout, capacity)
+        hold_rows = order[:max_hold]
+        hold_weight = (jnp.arange(max_hold) < n_hold).astype(jnp.float32)
+    else:
+        n_hold = jnp.zeros((), jnp.int32)
+    n_train = jnp.maximum(n - n_hold, 0)
+    return order, n_hold, n_train, hold_rows, hold_weight
+
+
+def _bootstrap_positions(cfg: ModelTrainConfig, key: PRNGKey, num_members: int,
+                         rows: Array, n_train: Array) -> Array:
+    """int [E, C]: member e trains on train-row positions ``boot[e, :n_train]``.
+
+    A resample with replacement of 0..n_train-1 per member (``bootstrap``), else the
+    identity ``rows`` = 0..C-1 (int32 [C]) for every member.
+    """
+    capacity = rows.shape[0]
+    if cfg.bootstrap:
+        return jax.random.randint(key, (num_members, capacity), 0, jnp.maximum(n_train, 1))
+    return jnp.broadcast_to(rows, (num_members, capacity))
+
+
+class _Fit(NamedTuple):
+    """What the epochs of one ``train`` call read: the trainer's static parts and arrays.
+
+    Attributes:
+      model, optimizer, cfg: the trainer's model, ``optax.adam`` and config.
+      grad_fn: ``jax.grad`` of :func:`_minibatch_loss` (with aux) for ``model``.
+      lr: Adam's step size, a float or a scalar array.
+      state: the ModelState with this call's normalisers (read by the losses).
+      data: the transitions, leaves [C, ...].
+      rows: int32 [C], the row indices 0..C-1.
+      data_ok: bool [], no NaN/inf in the valid rows.
+      order: int [C], the holdout split's row order (held-out rows first).
+      n_hold, n_train: int32 [], numbers of held-out and training rows.
+      hold_rows, hold_weight: int [H] and float32 [H], or None without early stopping.
+      boot: int [E, C], bootstrap positions (see :func:`_bootstrap_positions`).
+      key_epochs: PRNG key, folded with the epoch index.
+      num_batches: int32 [], minibatches per epoch, ceil(n_train / batch_size).
+      padded: static int, C rounded up to whole minibatches.
+    """
+
+    model: EnsembleModel
+    optimizer: optax.GradientTransformation
+    cfg: ModelTrainConfig
+    grad_fn: Any
+    lr: Any
+    state: ModelState
+    data: Any
+    rows: Array
+    data_ok: Array
+    order: Array
+    n_hold: Array
+    n_train: Array
+    hold_rows: Array | None
+    hold_weight: Array | None
+    boot: Array
+    key_epochs: PRNGKey
+    num_batches: Array
+    padded: int
+
+
+def _epoch_rows(fit: _Fit, key: PRNGKey) -> Array:
+    """int [E, padded]: the data rows of one epoch's minibatches, per member.
+
+    A per-member random order of the bootstrap positions 0..n_train-1 (valid positions
+    first), resolved to data rows; padded with row 0 to whole minibatches.
+    """
+    num_members, capacity = fit.boot.shape
+    rows = fit.rows
+    keys = jax.random.split(key, num_members)
+    bits = jax.vmap(lambda k: jax.random.bits(k, (capacity,), jnp.uint32))(keys)
+    sort_keys = jnp.where(rows < fit.n_train, bits >> 1, jnp.uint32(0xFFFFFFFF))
+    _, shuffle = jax.lax.sort(
+        (sort_keys, jnp.broadcast_to(rows, sort_keys.shape)), dimension=1,
+        is_stable=False, num_keys=1)
+    positions = jnp.take_along_axis(fit.boot, shuffle, axis=1)
+    epoch_rows = fit.order[(fit.n_hold + positions) % capacity]
+    return jnp.pad(epoch_rows, ((0, 0), (0, fit.padded - capacity)))
+
+
+def _minibatch_step(fit: _Fit, epoch_rows: Array, carry):
+    """One iteration of the minibatch loop: apply the previous step, then take a gradient.
+
+    The optimizer step for minibatch b is applied at the start of iteration b + 1 (and
+    after the loop for the last one): the update is then the only reader of the old
+    params, so XLA updates params and Adam moments in place instead of copying every
+    loop-carried buffer each step.
+
+    Args:
+      epoch_rows: int [E, padded], see :func:`_epoch_rows`.
+      carry: (b int32 [], params, opt_state, grads, finite bool [], loss_sum [E],
+        bad bool []).
+
+    Returns:
+      The next carry.
+    """
+    b, params, opt_state, grads, finite, loss_sum, bad = carry
+    params, opt_state = _guarded_adam_step(fit.optimizer, fit.lr, grads, opt_state, params,
+                                           finite)
+    batch_size = fit.cfg.batch_size
+    start = b * batch_size
+    idx = jax.lax.dynamic_slice_in_dim(epoch_rows, start, batch_size, 1)
+    pos = start + jnp.arange(batch_size)
+    weight = jnp.broadcast_to((pos < fit.n_train).astype(jnp.float32), idx.shape)
+    # [E, B, ...]; split over the mesh's data devices (gradients all-reduced)
+    batch = shard_along_data(
+        jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(fit.data)), axis=1)
+    grads, (loss, _) = fit.grad_fn(params, fit.state, batch, weight)
+    # Only the data loss decides whether a step is applied: the weight-decay term is
+    # finite whenever the params are (and they stay finite).
+    finite = jnp.isfinite(jnp.sum(loss))
+    return (b + 1, params, opt_state, grads, finite,
+            loss_sum + jnp.where(finite, loss, 0.0), bad | ~finite)
+
+
+def _run_epoch(fit: _Fit, params, opt_state, key: PRNGKey):
+    """One epoch of Adam minibatch steps over every member's bootstrap rows.
+
+    Returns:
+      (params, opt_state, mean minibatch loss [E], bad bool [] = a non-finite loss met).
+    """
+    epoch_rows = _epoch_rows(fit, key)
+    num_members = fit.model.config.num_members
+    init = (jnp.zeros((), jnp.int32), params, opt_state,
+            jax.tree_util.tree_map(jnp.zeros_like, params), jnp.array(False),
+            jnp.zeros(num_members), jnp.array(False))
+    _, params, opt_state, grads, finite, loss_sum, bad = jax.lax.while_loop(
+        lambda c: c[0] < fit.num_batches, functools.partial(_minibatch_step, fit, epoch_rows),
+        init)
+    params, opt_state = _guarded_adam_step(fit.optimizer, fit.lr, grads, opt_state, params,
+                                           finite)
+    return params, opt_state, loss_sum / jnp.maximum(fit.num_batches, 1), bad
+
+
+def _evaluate(fit: _Fit, params) -> Array:
+    """Held-out MSE per member [E]; zeros without early stopping."""
+    if not fit.cfg.early_stopping:
+        return jnp.zeros(fit.model.config.num_members)
+    return _holdout_mse(fit.model, params, fit.state, fit.data, fit.hold_rows,
+                        fit.hold_weight)
+
+
+def _keep_improved(cfg: ModelTrainConfig, cur: Array, params, best_params,
+                   best_loss: Array, since: Array):
+    """Early stopping's bookkeeping after an epoch with held-out MSE ``cur`` [E].
+
+    A member improves when its relative gain over ``best_loss`` [E] exceeds
+    ``improvement_threshold``; it then keeps ``params``. ``since`` (int32 []) counts the
+    epochs in which no member improved.
+
+    Returns:
+      (best_params, best_loss [E], since).
+    """
+    gain = (best_loss - cur) / jnp.maximum(jnp.abs(best_loss), 1e-12)
+    improved = (gain > cfg.improvement_threshold) & jnp.isfinite(cur)
+    best_loss = jnp.where(improved, cur, best_loss)
+    best_params = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(
+            improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        params, best_params)
+    since = jnp.where(jnp.any(improved), 0, since + 1)
+    return best_params, best_loss, since
+
+
+def _epoch_continues(fit: _Fit, carry) -> Array:
+    """bool []: below max_epochs and patience, with finite data and training rows."""
+    epoch, _, _, _, _, since, _, _ = carry
+    cfg = fit.cfg
+    return (epoch < cfg.max_epochs) & (since < cfg.patience) & fit.data_ok & (fit.n_train > 0)
+
+
+def _epoch_step(fit: _Fit, carry):
+    """One epoch and its early-stopping update.
+
+    Args:
+      carry: (epoch int32 [], params, opt_state, best_params, best_loss [E],
+        since int32 [], train_loss [E], bad bool []).
+
+    Returns:
+      The next carry.
+    """
+    epoch, params, opt_state, best_params, best_loss, since, _, bad = carry
+    params, opt_state, train_loss, bad_epoch = _run_epoch(
+        fit, params, opt_state, jax.random.fold_in(fit.key_epochs, epoch))
+    if fit.cfg.early_stopping:
+        best_params, best_loss, since = _keep_improved(
+            fit.cfg, _evaluate(fit, params), params, best_params, best_loss, since)
+    else:
+        best_params = params
+    return (epoch + 1, params, opt_state, best_params, best_loss, since, train_loss,
+            bad | bad_epoch)
+
+
+def _fit_epochs(fit: _Fit):
+    """The epoch loop from ``fit.state``'s params.
+
+    Returns:
+      (epochs int32 [], opt_state, best_params, best_loss [E], train_loss [E] of the last
+      epoch, bad bool [] = a non-finite loss met).
+    """
+    num_members = fit.model.config.num_members
+    best_loss0 = _evaluate(fit, fit.state.params)
+    init = (jnp.zeros((), jnp.int32), fit.state.params, fit.state.opt_state, fit.state.params,
+            best_loss0, jnp.zeros((), jnp.int32), jnp.zeros(num_members), jnp.array(False))
+    epochs, _, opt_state, best_params, best_loss, _, train_loss, bad = jax.lax.while_loop(
+        functools.partial(_epoch_continues, fit), functools.partial(_epoch_step, fit), init)
+    return epochs, opt_state, best_params, best_loss, train_loss, bad
+
+
+def _finish(fit: _Fit, epochs: Array, opt_state, best_params, best_loss: Array,
+            train_loss: Array, bad: Array):
+    """The trained state (best params, elites) and the metrics of one ``train`` call.
+
+    Elites: the ``num_elites`` members with the lowest held-out MSE, or, without early
+    stopping, the lowest last-epoch training loss [E].
+
+    Returns:
+      (ModelState, metrics dict of scalars).
+    """
+    ranking = best_loss if fit.cfg.early_stopping else train_loss
+    elites = jnp.argsort(ranking)[: fit.model.config.num_elites].astype(jnp.int32)
+    state = fit.state.replace(params=best_params, opt_state=opt_state, elites=elites,
+                              holdout_loss=best_loss)
+    metrics = {
+        "model/epochs": epochs,
+        "model/train_loss": jnp.mean(train_loss),
+        "model/holdout_mse": jnp.mean(best_loss),
+        "model/holdout_mse_elites": jnp.mean(best_loss[elites]),
+        "model/num_train": fit.n_train,
+        "model/num_holdout": fit.n_hold,
+        "model/data_nonfinite": ~fit.data_ok,
+        "model/loss_nonfinite": bad,
+    }
+    return state, metrics
+
+
+def _train(model: EnsembleModel, optimizer: optax.GradientTransformation, grad_fn,
+           cfg: ModelTrainConfig, state: ModelState, data, num_valid: Array, key: PRNGKey,
+           learning_rate: float | Array | None):
+    """One ``train`` call (see the module docstring): data leaves [C, ...], n valid rows.
+
+    Returns:
+      (ModelState, metrics) as ``ModelTrainer.train``.
+    """
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    capacity = data.obs.shape[0]
+    n = jnp.minimum(jnp.asarray(num_valid, jnp.int32), capacity)
+    rows = jnp.arange(capacity)
+    valid = rows < n
+    key_init, key_split, key_boot, key_epochs = jax.random.split(key, 4)
+
+    if cfg.retrain_from_scratch:
+        params = model.init_params(key_init)
+        state = state.replace(params=params, opt_state=optimizer.init(params))
+
+    state = _fit_normalizers(model, state, data, valid)
+    data_ok = _all_finite(_model_inputs(data), valid)
+    order, n_hold, n_train, hold_rows, hold_weight = _holdout_split(cfg, key_split, valid, n)
+    boot = _bootstrap_positions(cfg, key_boot, model.config.num_members, rows, n_train)
+    fit = _Fit(
+        model=model, optimizer=optimizer, cfg=cfg, grad_fn=grad_fn, lr=lr, state=state,
+        data=data, rows=rows, data_ok=data_ok, order=order, n_hold=n_hold, n_train=n_train,
+        hold_rows=hold_rows, hold_weight=hold_weight, boot=boot, key_epochs=key_epochs,
+        num_batches=(n_train + cfg.batch_size - 1) // cfg.batch_size,
+        # Row positions are padded to whole minibatches so every step is a static-size
+        # dynamic_slice; padded slots carry weight 0.
+        padded=-(-capacity // cfg.batch_size) * cfg.batch_size)
+    return _finish(fit, *_fit_epochs(fit))
+
+
 def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = None
                        ) -> ModelTrainer:
     """Builds ``init``/``train`` for ``model``; see the module docstring."""
     cfg = config or ModelTrainConfig()
     optimizer = optax.adam(cfg.learning_rate, b1=_B1, b2=_B2, eps=_EPS)
-    num_members = model.config.num_members
-
-    def init(key: PRNGKey) -> ModelState:
-        return model.init(key, optimizer)
-
-    def loss_fn(params, state, batch, weight):
-        obs, action, next_obs, reward, done = batch
-        loss, mse = model.member_losses(params, state.input_norm, state.target_norm, obs,
-                                        action, next_obs, reward, done, weight)
-        total = loss + model.weight_decay_penalty(params)
-        return jnp.sum(total), (loss, mse)
-
     # Only the gradient is used (the finite check looks at the data loss in aux), so
     # XLA drops the forward of the weight-decay penalty and keeps its gradient c * W,
     # which fuses into the Adam update.
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(functools.partial(_minibatch_loss, model), has_aux=True)
 
-    def holdout_mse(params, state, data, rows, weight):
-        """MSE per member on the held-out rows (shared by all members), [E]."""
-        obs, action, next_obs, reward, done = jax.tree_util.tree_map(
-            lambda x: x[rows], _model_inputs(data))
-        e_b = lambda x: jnp.broadcast_to(x, (num_members,) + x.shape)
-        _, mse = model.member_losses(
-            params, state.input_norm, state.target_norm, e_b(obs), e_b(action),
-            e_b(next_obs), e_b(reward), e_b(done), e_b(weight))
-        return mse
+    def init(key: PRNGKey) -> ModelState:
+        return model.init(key, optimizer)
 
     def train(state: ModelState, data, num_valid: Array, key: PRNGKey,
               learning_rate: float | Array | None = None):
@@ -160,146 +476,8 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
         ``learning_rate``: Adam's step size for this call (a float or a scalar array, may
         be traced); None = ``config.learning_rate``.
         """
-        lr = cfg.learning_rate if learning_rate is None else learning_rate
-        capacity = data.obs.shape[0]
-        n = jnp.minimum(jnp.asarray(num_valid, jnp.int32), capacity)
-        rows = jnp.arange(capacity)
-        valid = rows < n
-        key_init, key_split, key_boot, key_epochs = jax.random.split(key, 4)
-
-        if cfg.retrain_from_scratch:
-            params = model.init_params(key_init)
-            state = state.replace(params=params, opt_state=optimizer.init(params))
-
-        obs, action, next_obs, reward, _ = _model_inputs(data)
-        inputs = jnp.concatenate([obs, action], axis=-1)
-        targets = model.targets(obs, action, next_obs, reward)
-        state = state.replace(input_norm=fit_normalizer(inputs, valid),
-                              target_norm=fit_normalizer(targets, valid))
-        data_ok = _all_finite(_model_inputs(data), valid)
-
-        # Holdout split: a random order of the valid rows; the first n_hold are held out.
-        order = jnp.argsort(jnp.where(valid, jax.random.uniform(key_split, (capacity,)),
-                                      jnp.inf))
-        if cfg.early_stopping:
-            n_hold = jnp.minimum((cfg.holdout_ratio * n).astype(jnp.int32), cfg.max_holdout)
-            n_hold = jnp.where(n >= 2, jnp.maximum(n_hold, 1), 0)
-            max_hold = min(cfg.max_holdout, capacity)
-            hold_rows = order[:max_hold]
-            hold_weight = (jnp.arange(max_hold) < n_hold).astype(jnp.float32)
-        else:
-            n_hold = jnp.zeros((), jnp.int32)
-        n_train = jnp.maximum(n - n_hold, 0)
-
-        # Bootstrap: member e trains on train-row positions boot[e, :n_train].
-        if cfg.bootstrap:
-            boot = jax.random.randint(key_boot, (num_members, capacity), 0,
-                                      jnp.maximum(n_train, 1))
-        else:
-            boot = jnp.broadcast_to(rows, (num_members, capacity))
-
-        def train_row(position):
-            return order[(n_hold + position) % capacity]
-
-        num_batches = (n_train + cfg.batch_size - 1) // cfg.batch_size
-        # Row positions are padded to whole minibatches so every step is a static-size
-        # dynamic_slice; padded slots carry weight 0.
-        padded = -(-capacity // cfg.batch_size) * cfg.batch_size
-
-        def run_epoch(params, opt_state, key):
-            # Per-member random order of the bootstrap positions 0..n_train-1 (valid
-            # positions first), resolved once per epoch to data rows [E, padded].
-            keys = jax.random.split(key, num_members)
-            bits = jax.vmap(lambda k: jax.random.bits(k, (capacity,), jnp.uint32))(keys)
-            sort_keys = jnp.where(rows < n_train, bits >> 1, jnp.uint32(0xFFFFFFFF))
-            _, shuffle = jax.lax.sort(
-                (sort_keys, jnp.broadcast_to(rows, sort_keys.shape)), dimension=1,
-                is_stable=False, num_keys=1)
-            epoch_rows = train_row(jnp.take_along_axis(boot, shuffle, axis=1))
-            epoch_rows = jnp.pad(epoch_rows, ((0, 0), (0, padded - capacity)))
-
-            # The optimizer step for minibatch b is applied at the start of iteration
-            # b + 1 (and after the loop for the last one): the update is then the only
-            # reader of the old params, so XLA updates params and Adam moments in place
-            # instead of copying every loop-carried buffer each step.
-            def batch_step(carry):
-                b, params, opt_state, grads, finite, loss_sum, bad = carry
-                params, opt_state = _guarded_adam_step(optimizer, lr, grads,
-                                                       opt_state, params, finite)
-                start = b * cfg.batch_size
-                idx = jax.lax.dynamic_slice_in_dim(epoch_rows, start, cfg.batch_size, 1)
-                pos = start + jnp.arange(cfg.batch_size)
-                weight = jnp.broadcast_to((pos < n_train).astype(jnp.float32), idx.shape)
-                # [E, B, ...]; split over the mesh's data devices (gradients all-reduced)
-                batch = shard_along_data(
-                    jax.tree_util.tree_map(lambda x: x[idx], _model_inputs(data)), axis=1)
-                grads, (loss, _) = grad_fn(params, state, batch, weight)
-                # Only the data loss decides whether a step is applied: the weight-decay
-                # term is finite whenever the params are (and they stay finite).
-                finite = jnp.isfinite(jnp.sum(loss))
-                return b + 1, params, opt_state, grads, finite, \
-                    loss_sum + jnp.where(finite, loss, 0.0), bad | ~finite
-
-            init = (jnp.zeros((), jnp.int32), params, opt_state,
-                    jax.tree_util.tree_map(jnp.zeros_like, params), jnp.array(False),
-                    jnp.zeros(num_members), jnp.array(False))
-            _, params, opt_state, grads, finite, loss_sum, bad = jax.lax.while_loop(
-                lambda c: c[0] < num_batches, batch_step, init)
-            params, opt_state = _guarded_adam_step(optimizer, lr, grads,
-                                                   opt_state, params, finite)
-            return params, opt_state, loss_sum / jnp.maximum(num_batches, 1), bad
-
-        def evaluate(params):
-            if not cfg.early_stopping:
-                return jnp.zeros(num_members)
-            return holdout_mse(params, state, data, hold_rows, hold_weight)
-
-        best_loss0 = evaluate(state.params)
-
-        def epoch_cond(c):
-            epoch, _, _, _, _, since, _, _ = c
-            return (epoch < cfg.max_epochs) & (since < cfg.patience) & data_ok & (n_train > 0)
-
-        def epoch_body(c):
-            epoch, params, opt_state, best_params, best_loss, since, _, bad = c
-            params, opt_state, train_loss, bad_epoch = run_epoch(
-                params, opt_state, jax.random.fold_in(key_epochs, epoch))
-            if cfg.early_stopping:
-                cur = evaluate(params)
-                gain = (best_loss - cur) / jnp.maximum(jnp.abs(best_loss), 1e-12)
-                improved = (gain > cfg.improvement_threshold) & jnp.isfinite(cur)
-                best_loss = jnp.where(improved, cur, best_loss)
-                best_params = jax.tree_util.tree_map(
-                    lambda new, old: jnp.where(
-                        improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                    params, best_params)
-                since = jnp.where(jnp.any(improved), 0, since + 1)
-            else:
-                best_params = params
-            return (epoch + 1, params, opt_state, best_params, best_loss, since, train_loss,
-                    bad | bad_epoch)
-
-        init = (jnp.zeros((), jnp.int32), state.params, state.opt_state, state.params,
-                best_loss0, jnp.zeros((), jnp.int32), jnp.zeros(num_members),
-                jnp.array(False))
-        epochs, _, opt_state, best_params, best_loss, _, train_loss, bad = \
-            jax.lax.while_loop(epoch_cond, epoch_body, init)
-
-        ranking = best_loss if cfg.early_stopping else train_loss
-        elites = jnp.argsort(ranking)[: model.config.num_elites].astype(jnp.int32)
-        state = state.replace(params=best_params, opt_state=opt_state, elites=elites,
-                              holdout_loss=best_loss)
-        metrics = {
-            "model/epochs": epochs,
-            "model/train_loss": jnp.mean(train_loss),
-            "model/holdout_mse": jnp.mean(best_loss),
-            "model/holdout_mse_elites": jnp.mean(best_loss[elites]),
-            "model/num_train": n_train,
-            "model/num_holdout": n_hold,
-            "model/data_nonfinite": ~data_ok,
-            "model/loss_nonfinite": bad,
-        }
-        return state, metrics
+        return _train(model, optimizer, grad_fn, cfg, state, data, num_valid, key,
+                      learning_rate)
 
     return ModelTrainer(init=init, train=train, optimizer=optimizer)
 
