@@ -107,36 +107,41 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _eval(argv: list[str]) -> int:
+def parse_subcommand(argv: list[str], name: str, description: str, *arguments):
+    """argparse for a small subcommand: ``arguments`` are (flags, keyword dict) pairs;
+    ``--help`` lists them and exits 0, bad arguments exit 2 with the usage."""
     import argparse
 
+    parser = argparse.ArgumentParser(prog=f"mbjax {name}", description=description)
+    for flags, kwargs in arguments:
+        parser.add_argument(*flags, **kwargs)
+    return parser.parse_args(argv)
+
+
+def _eval(argv: list[str]) -> int:
     from mbjax.runner.run import evaluate
 
-    parser = argparse.ArgumentParser(
-        prog="mbjax eval", description="Evaluation episodes with a run's latest checkpoint "
-        "(nothing is trained or stored; writes RUN_DIR/eval.json).")
-    parser.add_argument("run_dir", help="a run directory (runs/<name>)")
-    parser.add_argument("--seed", type=int, default=1234, help="key of the episodes")
-    args = parser.parse_args(argv)
+    args = parse_subcommand(
+        argv, "eval", "Evaluation episodes with a run's latest checkpoint (nothing is "
+        "trained or stored; writes RUN_DIR/eval.json).",
+        (["run_dir"], {"help": "a run directory (runs/<name>)"}),
+        (["--seed"], {"type": int, "default": 1234, "help": "key of the episodes"}))
     evaluate(args.run_dir, seed=args.seed)
     return 0
 
 
 def _sweep(argv: list[str]) -> int:
-    import argparse
-
     from mbjax.runner.sweep import load_spec, run_sweep, write_wandb_sweep
 
-    parser = argparse.ArgumentParser(
-        prog="mbjax sweep", description="Grid sweep over config fields; the agent's traced "
-        "floats are vmapped with the seeds (format: mbjax.runner.sweep).")
-    parser.add_argument("spec", help="YAML or JSON sweep spec")
-    parser.add_argument("--wandb", action="store_true",
-                        help="only write a wandb sweep config (grid, program mbjax agent)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="run this many of the shape-changing programs at once, in "
-                        "worker processes that split the GPUs (default 1: in turn)")
-    args = parser.parse_args(argv)
+    args = parse_subcommand(
+        argv, "sweep", "Grid sweep over config fields; the agent's traced floats are "
+        "vmapped with the seeds (format: mbjax.runner.sweep).",
+        (["spec"], {"help": "YAML or JSON sweep spec"}),
+        (["--wandb"], {"action": "store_true",
+                       "help": "only write a wandb sweep config (grid, program mbjax agent)"}),
+        (["--workers"], {"type": int, "default": 1,
+                         "help": "run this many of the shape-changing programs at once, in "
+                         "worker processes that split the GPUs (default 1: in turn)"}))
     if args.wandb:
         write_wandb_sweep(load_spec(args.spec))
     else:

@@ -118,6 +118,16 @@ class ObjectiveConfig:
             if getattr(self, f) < 0:
                 raise ValueError(f"objective.{f} must be >= 0, got {getattr(self, f)}")
 
+    def check_planning_on(self, num_members: int | None) -> None:
+        """Checks the objective against what it plans on: a learned model of
+        ``num_members`` members, or the deterministic simulator (None)."""
+        if num_members is not None:
+            self.check_particles(num_members)
+        elif self.uncertainty_penalty or self.risk_aversion:
+            raise ValueError("objective.uncertainty_penalty and objective.risk_aversion "
+                             "need a learned model; the simulator (true_dynamics) is "
+                             "deterministic: set them to 0")
+
     def check_particles(self, num_members: int) -> None:
         """TS propagation needs num_particles to be a multiple of the ensemble size."""
         if self.propagation != "expectation" and self.num_particles % num_members:

@@ -108,11 +108,8 @@ class DistillConfig(RunConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.prefill_episodes < 0:
             raise ValueError(f"prefill_episodes must be >= 0, got {self.prefill_episodes}")
-        if not self.true_dynamics:
-            self.objective.check_particles(self.model.num_members)
-        elif self.objective.uncertainty_penalty or self.objective.risk_aversion:
-            raise ValueError("objective.uncertainty_penalty and objective.risk_aversion "
-                             "need a learned teacher (true_dynamics False)")
+        self.objective.check_planning_on(None if self.true_dynamics
+                                         else self.model.num_members)
 
     @property
     def description(self) -> str:

@@ -81,12 +81,8 @@ class MPCConfig(RunConfig):
         if self.replan_every > self.planner.horizon:
             raise ValueError(f"replan_every ({self.replan_every}) must be <= "
                              f"planner.horizon ({self.planner.horizon})")
-        if not self.true_dynamics:
-            self.objective.check_particles(self.model.num_members)
-        elif self.objective.uncertainty_penalty or self.objective.risk_aversion:
-            raise ValueError("objective.uncertainty_penalty and objective.risk_aversion "
-                             "need a learned model; the simulator (true_dynamics) is "
-                             "deterministic: set them to 0")
+        self.objective.check_planning_on(None if self.true_dynamics
+                                         else self.model.num_members)
 
     @property
     def description(self) -> str:

@@ -225,7 +225,6 @@ def window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
 
 
 #: Former private name of :func:`window_starts`, kept for existing importers.
-_window_starts = window_starts
 
 
 @functools.partial(jax.jit, static_argnames=("length",))

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mbjax.buffers.replay import ReplayBuffer, _window_starts
+from mbjax.buffers.replay import ReplayBuffer, window_starts
 from mbjax.buffers.state import BufferState
 from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, ModelState
 from mbjax.models.training import ModelTrainConfig, make_model_trainer
@@ -383,7 +383,7 @@ def all_windows(buffer: ReplayBuffer, buffer_state: BufferState, length: int
 
 @functools.partial(jax.jit, static_argnames=("length",))
 def _all_windows_kernel(buffer_state: BufferState, length: int) -> tuple[Any, Array]:
-    mask, oldest = _window_starts(buffer_state, length)  # [C, N]
+    mask, oldest = window_starts(buffer_state, length)  # [C, N]
     C, N = mask.shape
     order = jnp.argsort(~mask.reshape(-1), stable=True)  # valid starts first
     start, env = order // N, order % N
