@@ -224,8 +224,6 @@ def window_starts(state: BufferState, length: int) -> tuple[Array, Array]:
     return mask, oldest
 
 
-#: Former private name of :func:`window_starts`, kept for existing importers.
-
 
 @functools.partial(jax.jit, static_argnames=("length",))
 def _num_windows_kernel(state: BufferState, length: int) -> Array:
