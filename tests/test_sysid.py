@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbjax import sysid
 from mbjax.envs.classic import CartpoleParams, CartpoleSwingup, Pendulum, PendulumParams
 from mbjax.envs.wrappers import EpisodeWrapper
-from mbjax import sysid
 from mbjax.models.true_dynamics import TrueDynamicsModel, simulate
 
 H, B = 6, 3
