@@ -64,16 +64,21 @@ def pop_option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
 def config_cli(default, argv: list[str], prog: str):
     """``default`` with the flags in ``argv`` applied (tyro; every field is a flag).
 
-    ``--planner.kind NAME`` first swaps the planner for the registered planner NAME
-    (carrying over the fields both share), so the planner's own flags then apply.
+    ``--planner.kind NAME`` (``--model.kind NAME``) first swaps the planner (model) for
+    the registered one named NAME, carrying over the fields both share, so its own flags
+    then apply.
     """
+    from mbjax.models import switch_model
     from mbjax.planners import switch_planner
 
-    kind, argv = pop_option(argv, "--planner.kind")
-    if kind is not None:
-        if not hasattr(default, "planner"):
-            raise ValueError(f"{type(default).__name__} has no planner (--planner.kind)")
-        default = dataclasses.replace(default, planner=switch_planner(default.planner, kind))
+    for field, switch in (("planner", switch_planner), ("model", switch_model)):
+        kind, argv = pop_option(argv, f"--{field}.kind")
+        if kind is None:
+            continue
+        if not hasattr(default, field):
+            raise ValueError(f"{type(default).__name__} has no {field} (--{field}.kind)")
+        default = dataclasses.replace(default, **{field: switch(getattr(default, field),
+                                                                 kind)})
     config = tyro.cli(type(default), default=default, args=argv, prog=prog)
     return dataclasses.replace(config)  # re-run validation of the top level
 

@@ -155,3 +155,33 @@ def test_nonsense_sizes_are_rejected_naming_the_field():
     assert float(model.weight_decay_penalty(params)[0]) > 0  # the PETS schedule applies
     with pytest.raises(ValueError, match="action bounds must be finite"):
         check_bounds(jnp.array([-jnp.inf]), jnp.array([1.0]))
+
+
+def test_model_registry_switch_and_errors():
+    from mbjax.models import (
+        MODELS,
+        EnsembleConfig,
+        ModelSpec,
+        model_spec,
+        register_model,
+        switch_model,
+    )
+
+    @dataclasses.dataclass(frozen=True)
+    class TinySpec(ModelSpec):
+        kind: str = "test_tiny"
+        width: int = 4
+
+    register_model(TinySpec, lambda spec, o, a, t: None)
+    try:
+        assert model_spec("test_tiny") is TinySpec
+        tiny = switch_model(EnsembleConfig(num_members=3, num_elites=2), "test_tiny")
+        assert tiny == TinySpec(num_members=3, probabilistic=True)
+        with pytest.raises(ValueError, match="model 'test_tiny' is already registered"):
+            register_model(TinySpec, lambda spec, o, a, t: None)
+        with pytest.raises(ValueError, match="belongs to TinySpec"):
+            EnsembleConfig(kind="test_tiny")
+        with pytest.raises(KeyError, match="Did you mean 'ensemble'"):
+            model_spec("ensembel")
+    finally:
+        MODELS.unregister("test_tiny")

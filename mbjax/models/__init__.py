@@ -9,6 +9,7 @@ from mbjax.models.base import (
     build_model,
     model_spec,
     register_model,
+    switch_model,
     unregister_model,
 )
 from mbjax.models.ensemble import (
@@ -36,5 +37,5 @@ __all__ = [
     "EnsembleParams", "ModelSpec", "ModelState", "ModelTrainConfig", "ModelTrainer",
     "ModelTrainingError", "Prediction", "build_ensemble", "build_model", "load_model",
     "make_model_trainer", "model_metadata", "model_spec", "pddm_ensemble_config",
-    "raise_if_failed", "register_model", "save_model", "unregister_model",
+    "raise_if_failed", "register_model", "switch_model", "save_model", "unregister_model",
 ]

@@ -103,6 +103,17 @@ def model_spec(kind: str) -> type:
     return MODELS.get(kind).spec_type
 
 
+def switch_model(spec: ModelSpec, kind: str) -> ModelSpec:
+    """The registered model spec ``kind`` with the values of every field it shares with
+    ``spec`` (num_members, probabilistic, ...) carried over (``--model.kind NAME``)."""
+    target = model_spec(kind)
+    if isinstance(spec, target):
+        return spec
+    names = {f.name for f in dataclasses.fields(target) if f.init} - {"kind"}
+    return target(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+                     if f.name in names})
+
+
 def build_model(spec: ModelSpec, obs_size: int, action_size: int, train_config
                 ) -> BuiltModel:
     """The model of any registered spec, with its init / train."""
