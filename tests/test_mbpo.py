@@ -211,3 +211,18 @@ def test_presets_round_trip_and_cli():
         main(["train", "mbpo-cpu", "--help"])
     assert info.value.code == 0
     assert main(["train", "mbpo-cpu", "--env.name", "nope"]) == 2
+
+
+@pytest.mark.slow  # ~1 min on 2 cores
+def test_mbpo_learns_pendulum_swing_up_in_1800_steps():
+    """The mbpo-cpu preset (one seed): from the random-policy level (< -1000) to a
+    swing-up (> -400; measured -294 for seed 0, -223 for seed 1) after 400 random and
+    1400 MBPO env steps. SAC alone is still near -1400 at that many steps
+    (experiments/mbpo)."""
+    cfg = dataclasses.replace(preset_registry.get("mbpo-cpu"), num_seeds=1, num_iterations=7)
+    agent = make_mbpo_agent(cfg)
+    _, metrics = jax.jit(agent.train)(jax.random.PRNGKey(0))
+    returns = np.asarray(metrics["return_mean"])
+    assert returns[0] < -1000, returns
+    assert returns[-1] > -400, returns
+    assert int(metrics["env_steps"][-1]) == 1800
