@@ -217,8 +217,7 @@ def test_presets_round_trip_and_cli():
 def test_mbpo_learns_pendulum_swing_up_in_1800_steps():
     """The mbpo-cpu preset (one seed): from the random-policy level (< -1000) to a
     swing-up (> -400; measured -294 for seed 0, -223 for seed 1) after 400 random and
-    1400 MBPO env steps. SAC alone is still near -1400 at that many steps
-    (experiments/mbpo)."""
+    1400 MBPO env steps."""
     cfg = dataclasses.replace(preset_registry.get("mbpo-cpu"), num_seeds=1, num_iterations=7)
     agent = make_mbpo_agent(cfg)
     _, metrics = jax.jit(agent.train)(jax.random.PRNGKey(0))
