@@ -20,18 +20,16 @@ Writes benchmarks/results/env_throughput_<device>.json and .png and prints a tab
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _output import write_result
 
 import mbjax  # noqa: F401  (XLA flags before JAX starts)
 import mbjax.envs as envs
-from mbjax.utils.bench import machine_info, time_call
-
-RESULTS = Path(__file__).parent / "results"
+from mbjax.utils.bench import machine_info, save_figure, style_axes, time_call
 
 
 def _is_mjx(env) -> bool:
@@ -151,13 +149,8 @@ def main() -> None:
                   "steps/s", flush=True)
 
     _print_table(rows, overheads, info)
-    tag = info["device_kind"].replace(" ", "_").lower()
-    out = args.out or RESULTS / f"env_throughput_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "throughput": rows, "mjx_overhead": overheads},
-                              indent=2))
-    _plot(rows, out.with_suffix(".png"), info)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_result({"machine": info, "throughput": rows, "mjx_overhead": overheads},
+                 "env_throughput", args.out, lambda png: _plot(rows, png, info))
 
 
 def _print_table(rows, overheads, info) -> None:
@@ -198,16 +191,10 @@ def _plot(rows, path: Path, info) -> None:
         style = "--" if key[1] != "task" else "-"
         label = key[0] if key[1] == "task" else f"{key[0]} ({key[1]})"
         ax.plot(*zip(*pts), style, marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel environments N")
-    ax.set_ylabel("env steps / s")
-    ax.set_title(f"mbjax env throughput, {info['device_kind']} ({info['cpu_count']} cores)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    style_axes(ax, xlog=2, ylog=10, xlabel="parallel environments N", ylabel="env steps / s",
+               title=f"mbjax env throughput, {info['device_kind']} ({info['cpu_count']} cores)",
+               legend=7, legend_cols=2)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

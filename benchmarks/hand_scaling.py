@@ -27,7 +27,6 @@ Writes benchmarks/results/hand_scaling_<device>.json and .png and prints a table
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -35,13 +34,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _output import write_result
 
 import mbjax  # noqa: F401  (XLA flags before JAX starts)
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.utils.bench import machine_info
-
-RESULTS = Path(__file__).parent / "results"
+from mbjax.utils.bench import machine_info, save_figure, style_axes
 
 
 def _timed(fn, repeats: int) -> dict:
@@ -190,12 +188,7 @@ def main() -> None:
               flush=True)
 
     _print_table(result)
-    tag = info["device_kind"].replace(" ", "_").lower()
-    out = args.out or RESULTS / f"hand_scaling_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    _plot(result, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_result(result, "hand_scaling", args.out, lambda png: _plot(result, png))
 
 
 def _print_table(result) -> None:
@@ -255,38 +248,22 @@ def _plot(result, path: Path) -> None:
     nat = next(r for r in result["native"] if r["task"] == result["task"])
     ax.axhline(nat["native_physics_steps_per_s"], color="k", ls="--",
                label="native mj_step (1 thread)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel hands N")
-    ax.set_ylabel("physics steps / s")
-    ax.set_title(f"{result['task']}: physics throughput")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    style_axes(ax, xlog=2, ylog=10, xlabel="parallel hands N", ylabel="physics steps / s",
+               title=f"{result['task']}: physics throughput", legend=7)
     ax = axes[1]
     ax.plot(nb, [r["env_steps_per_s"] for r in env_rows], "o-", label="env steps/s (40 ms)")
     ax.plot([r["population"] for r in pl], [r["plan_calls_per_s"] for r in pl], "s-",
             label="MPPI planning calls/s")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel hands N (batch or MPPI population)")
-    ax.set_title("control-rate throughput")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    style_axes(ax, xlog=2, ylog=10, xlabel="parallel hands N (batch or MPPI population)",
+               title="control-rate throughput", legend=7)
     ax = axes[2]
     ax.plot(nb, [r["first_call_s"] for r in env_rows], "o-", label="env scan")
     ax.plot([r["population"] for r in pl], [r["first_call_s"] for r in pl], "s-",
             label="planning call")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("parallel hands N")
-    ax.set_ylabel("first call (compile + run), s")
-    ax.set_title("compile time")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.suptitle(f"mbjax 24-DoF MJX hand on {info['device_kind']} ({info['cpu']}, "
-                 f"{info['cpu_count']} cores)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    style_axes(ax, xlog=2, xlabel="parallel hands N", ylabel="first call (compile + run), s",
+               title="compile time", legend=7)
+    save_figure(fig, path, f"mbjax 24-DoF MJX hand on {info['device_kind']} ({info['cpu']}, "
+                           f"{info['cpu_count']} cores)")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from _output import write_result
+
 OBS, ACT = 18, 6  # HalfCheetah
 TUNED_MALLOC = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
@@ -402,12 +403,7 @@ def main() -> None:
               "training": train_rows, "mbrl_lib": mbrl_rows, "rollout": rollouts,
               "matmul_ceiling": ceilings}
     _print_tables(result)
-    tag = info["device_kind"].replace(" ", "_").lower()
-    out = args.out or RESULTS / f"model_training_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    _plot(result, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_result(result, "model_training", args.out, lambda png: _plot(result, png))
 
 
 def _variant(m: dict) -> str:
@@ -468,6 +464,8 @@ def _plot(result, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mbjax.utils.bench import save_figure, style_axes
+
     info = result["machine"]
     fig, axes = plt.subplots(1, 3 if result["rollout"] else 2, figsize=(15, 4.5))
     ax = axes[0]
@@ -477,13 +475,9 @@ def _plot(result, path: Path) -> None:
                          if r["members"] == members and r["batch"] == batch)
             ax.plot(*zip(*pts), "-" if batch == 256 else "--", marker="o",
                     label=f"E={members}, B={batch}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden width (4 layers)")
-    ax.set_ylabel("s / epoch")
-    ax.set_title(f"time per epoch, {result['settings']['transitions']} transitions")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    style_axes(ax, xlog=10, ylog=10, xlabel="hidden width (4 layers)", ylabel="s / epoch",
+               title=f"time per epoch, {result['settings']['transitions']} transitions",
+               legend=7)
 
     ax = axes[1]
     ref = [r for r in result["training"] if r["members"] == 5 and r["width"] == 200]
@@ -498,10 +492,8 @@ def _plot(result, path: Path) -> None:
         ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(ref))], ys, width,
                label=label)
     ax.set_xticks(range(len(ref)), [f"B={r['batch']}" for r in ref])
-    ax.set_yscale("log")
-    ax.set_ylabel("s / epoch")
-    ax.set_title("E=5, 4x200: mbjax vs mbrl-lib")
-    ax.legend(fontsize=6)
+    style_axes(ax, ylog=10, ylabel="s / epoch", title="E=5, 4x200: mbjax vs mbrl-lib",
+               grid=False, legend=6)
 
     if result["rollout"]:
         ax = axes[2]
@@ -509,20 +501,13 @@ def _plot(result, path: Path) -> None:
             pts = sorted((r["width"], r["rollout_s"]) for r in result["rollout"]
                          if r["members"] == members)
             ax.plot(*zip(*pts), marker="o", label=f"E={members}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("hidden width (4 layers)")
-        ax.set_ylabel("s / rollout batch")
         r0 = result["rollout"][0]
-        ax.set_title(f"TS-inf rollout {r0['candidates']} x P x {r0['horizon']}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        style_axes(ax, xlog=10, ylog=10, xlabel="hidden width (4 layers)",
+                   ylabel="s / rollout batch",
+                   title=f"TS-inf rollout {r0['candidates']} x P x {r0['horizon']}", legend=7)
     cores = info.get("cpus_usable", info["cpu_count"])
-    fig.suptitle(f"mbjax model training on {info['device_kind']} ({cores} cores, "
-                 f"load {info['load_avg_start'][0]})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"mbjax model training on {info['device_kind']} ({cores} cores, "
+                           f"load {info['load_avg_start'][0]})")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ import os
 
 import jax
 import jax.numpy as jnp
+from _output import RESULTS
 from planner_throughput import (  # noqa: E402  (run as a script from the repo root)
     ACT,
     OBS,
-    RESULTS,
     SETTINGS,
     build,
     flops_per_forward,

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from _output import write_result
 
 import mbjax.planners as P
 from mbjax.models import EnsembleConfig, EnsembleModel
-from mbjax.utils.bench import machine_info, time_call
+from mbjax.utils.bench import machine_info, save_figure, style_axes, time_call
 
-RESULTS = Path(__file__).parent / "results"
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": "33554432",
                 "MALLOC_TRIM_THRESHOLD_": "17179869184", "MALLOC_TOP_PAD_": "536870912"}
 
@@ -200,12 +200,8 @@ def main() -> None:
                      else ""), flush=True)
     info["loadavg_end"] = os.getloadavg()
     _table(rows, info)
-    tag = info["device_kind"].replace(" ", "_").lower()
-    out = args.out or RESULTS / f"planner_throughput_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "settings": SETTINGS, "rows": rows}, indent=2))
-    _plot(rows, out.with_suffix(".png"), info)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_result({"machine": info, "settings": SETTINGS, "rows": rows}, "planner_throughput",
+                 args.out, lambda png: _plot(rows, png, info))
 
 
 def _table(rows, info) -> None:
@@ -247,16 +243,10 @@ def _plot(rows, path: Path, info) -> None:
         if mb:
             ax.axhline(mb * 1e3, ls="--", lw=1, color=ax.lines[-1].get_color(),
                        label=f"mbrl-lib {name} (per call)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("parallel environments N")
-    ax.set_ylabel("ms per environment-call")
-    ax.set_title(f"planning time per env, {info['device_kind']}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    style_axes(ax, xlog=2, ylog=10, xlabel="parallel environments N",
+               ylabel="ms per environment-call",
+               title=f"planning time per env, {info['device_kind']}", legend=7)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

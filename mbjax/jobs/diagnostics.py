@@ -33,7 +33,7 @@ from mbjax.models.ensemble import EnsembleConfig, EnsembleModel, load_model, sav
 from mbjax.models.rollout import PROPAGATIONS
 from mbjax.models.training import ModelTrainConfig, make_model_trainer, raise_if_failed
 from mbjax.types import PRNGKey, Transition
-from mbjax.utils.bench import machine_info
+from mbjax.utils.bench import machine_info, save_figure, style_axes
 
 # ----------------------------------------------------------------------------------------
 # Report: JSON and plots
@@ -109,15 +109,11 @@ def _plot_kstep(plt, ks: dict, path: Path, prefix: str) -> None:
         ax.plot(k, _nan(curve["spread_nvar"]), "-.", color="C2", label="particle spread (var)")
     marks = np.asarray(ks["ks"]) - 1
     ax.plot(k[marks], _nan(curve["nmse"])[marks], "o", color="C0")
-    ax.set_yscale("log")
-    ax.set_xlabel("k (open-loop model steps)")
-    ax.set_ylabel("MSE / Var[s] (mean over obs dims)")
-    ax.set_title(f"{prefix}k-step error ({ks['propagation']}, {ks['num_particles']} particles)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    style_axes(ax, ylog=10, xlabel="k (open-loop model steps)",
+               ylabel="MSE / Var[s] (mean over obs dims)",
+               title=f"{prefix}k-step error ({ks['propagation']}, {ks['num_particles']} particles)",
+               legend=8)
+    save_figure(fig, path)
 
 
 def _plot_calibration(plt, cal: dict, path: Path, prefix: str) -> None:
@@ -154,9 +150,7 @@ def _plot_calibration(plt, cal: dict, path: Path, prefix: str) -> None:
     ax2.set_ylabel("fraction inside mu ± kσ")
     ax2.set_title("per-dimension coverage (dashed: expected)", fontsize=10)
     ax2.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_one_step(plt, one: dict, path: Path, prefix: str) -> None:
@@ -173,9 +167,7 @@ def _plot_one_step(plt, one: dict, path: Path, prefix: str) -> None:
     ax2.set_ylim(min(0.0, np.nanmin(_nan(one["r2_per_dim"]))), 1.0)
     ax2.set_xticks(x)
     ax2.set_xticklabels(dims, rotation=90, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------

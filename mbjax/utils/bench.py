@@ -1,4 +1,5 @@
-"""Timing helpers and machine descriptions shared by ``benchmarks/`` scripts."""
+"""Timing helpers, machine descriptions and plot styling shared by ``benchmarks/`` scripts
+and the report plots of ``mbjax.jobs.diagnostics``."""
 
 from __future__ import annotations
 
@@ -50,3 +51,41 @@ def time_call(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return first, statistics.median(times)
+
+
+def style_axes(ax, *, xlabel: str | None = None, ylabel: str | None = None,
+               title: str | None = None, xlog: float | None = None, ylog: float | None = None,
+               grid: bool = True, legend: float | None = None, legend_cols: int = 1) -> None:
+    """Scales, labels, title, grid and legend of one matplotlib ``Axes``, in one call.
+
+    Args:
+      xlog, ylog: base of a logarithmic x / y axis (e.g. 2 or 10); None leaves it linear.
+      xlabel, ylabel, title: set where given.
+      grid: a light grid on the major and minor ticks (``alpha=0.3``).
+      legend: font size of the legend; None draws none. ``legend_cols``: its columns.
+    """
+    if xlog is not None:
+        ax.set_xscale("log", base=xlog)
+    if ylog is not None:
+        ax.set_yscale("log", base=ylog)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    if grid:
+        ax.grid(True, which="both", alpha=0.3)
+    if legend is not None:
+        ax.legend(fontsize=legend, ncol=legend_cols)
+
+
+def save_figure(fig, path, suptitle: str | None = None) -> None:
+    """Optional figure title (font size 10), tight layout, PNG at 110 dpi, figure closed."""
+    import matplotlib.pyplot as plt
+
+    if suptitle is not None:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
