@@ -142,6 +142,24 @@ def check_buffer_holds(capacity: int, num_envs: int, episode_length: int,
                          f"({batch_size})")
 
 
+def random_prefill(env: envs.Env, buffer, buffer_state, key: PRNGKey, num_episodes: int,
+                   episode_length: int):
+    """``buffer_state`` with ``num_episodes`` uniform-random-policy episodes of the batched
+    ``env`` added (a ``lax.scan``; no-op for 0 episodes)."""
+    if num_episodes < 1:
+        return buffer_state
+    policy = envs.uniform_random_policy(env)
+
+    def episode(buffer_state, key):
+        key_reset, key_roll = jax.random.split(key)
+        _, transitions = envs.rollout(env, policy, env.reset(key_reset), key_roll,
+                                      episode_length)
+        return buffer.add(buffer_state, transitions), None
+
+    buffer_state, _ = jax.lax.scan(episode, buffer_state, jax.random.split(key, num_episodes))
+    return buffer_state
+
+
 def example_transition(env: envs.Env) -> Transition:
     """A zero ``Transition`` of one step of ``env`` (the shape buffers are built from)."""
     obs, action = jnp.zeros(env.observation_size), jnp.zeros(env.action_size)

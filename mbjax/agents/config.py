@@ -30,6 +30,13 @@ from mbjax.planners.objectives import ObjectiveParams
 Propagation = Literal["ts_inf", "ts1", "expectation"]
 
 
+def require_at_least(config, minimum: int, *fields: str, prefix: str = "") -> None:
+    """``<prefix><field> must be >= minimum, got <value>`` for the first field below it."""
+    for f in fields:
+        if getattr(config, f) < minimum:
+            raise ValueError(f"{prefix}{f} must be >= {minimum}, got {getattr(config, f)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     """Which environment, and how episodes are cut."""
@@ -114,9 +121,7 @@ class ObjectiveConfig:
                              f"got {self.propagation!r}")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"objective.discount must be in (0, 1], got {self.discount}")
-        for f in ("uncertainty_penalty", "risk_aversion"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"objective.{f} must be >= 0, got {getattr(self, f)}")
+        require_at_least(self, 0, "uncertainty_penalty", "risk_aversion", prefix="objective.")
 
     def check_planning_on(self, num_members: int | None) -> None:
         """Checks the objective against what it plans on: a learned model of
@@ -179,12 +184,8 @@ class RunConfig:
     distributed: DistributedConfig = DistributedConfig()
 
     def __post_init__(self):
-        for f in ("num_envs", "num_iterations", "num_seeds", "data_parallel"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
-        for f in ("checkpoint_every", "devices"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"{f} must be >= 0, got {getattr(self, f)}")
+        require_at_least(self, 1, "num_envs", "num_iterations", "num_seeds", "data_parallel")
+        require_at_least(self, 0, "checkpoint_every", "devices")
 
     @property
     def default_run_name(self) -> str:

@@ -39,7 +39,7 @@ from flax import struct
 import mbjax.envs as envs
 import mbjax.planners as P
 from mbjax.agents import base
-from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig
+from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig, require_at_least
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
 from mbjax.models.base import ModelSpec, build_model
@@ -93,10 +93,10 @@ class DistillConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for f in ("student_updates", "episodes_per_iteration", "dataset_capacity",
-                  "buffer_capacity", "eval_envs", "batch_size"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        self.objective.check_planning_on(None if self.true_dynamics  # the teacher's
+                                         else self.model.num_members)
+        require_at_least(self, 1, "student_updates", "episodes_per_iteration",
+                         "dataset_capacity", "buffer_capacity", "eval_envs", "batch_size")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         if not 0.0 <= self.beta_decay <= 1.0:
@@ -108,8 +108,6 @@ class DistillConfig(RunConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.prefill_episodes < 0:
             raise ValueError(f"prefill_episodes must be >= 0, got {self.prefill_episodes}")
-        self.objective.check_planning_on(None if self.true_dynamics
-                                         else self.model.num_members)
 
     @property
     def description(self) -> str:
@@ -243,7 +241,6 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
     dataset = make_replay_buffer(cfg.dataset_capacity, N)
     real_buffer = make_replay_buffer(cfg.buffer_capacity, N)
     label_example = {"obs": jnp.zeros(obs_size), "action": jnp.zeros(action_size)}
-    random_policy = envs.uniform_random_policy(env)
     default_hparams = distill_hparams(cfg)
 
     def teacher_inputs(ts: DistillState):
@@ -255,18 +252,10 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         real_state = model_state = None
         env_steps = 0
         if not cfg.true_dynamics:
-            real_state = real_buffer.init(base.example_transition(task.env))
+            real_state = base.random_prefill(
+                env, real_buffer, real_buffer.init(base.example_transition(task.env)),
+                key_prefill, cfg.prefill_episodes, L)
             model_state = model_trainer.init(key_model)
-
-            def prefill(buf, key):
-                key_reset, key_roll = jax.random.split(key)
-                _, transitions = envs.rollout(env, random_policy, env.reset(key_reset),
-                                              key_roll, L)
-                return real_buffer.add(buf, transitions), None
-
-            if cfg.prefill_episodes > 0:
-                real_state, _ = jax.lax.scan(prefill, real_state, jax.random.split(
-                    key_prefill, cfg.prefill_episodes))
             env_steps = cfg.prefill_episodes * L * N
         return DistillState(student=layers, opt_state=adam.init(layers),
                             dataset=dataset.init(label_example), real_buffer=real_state,

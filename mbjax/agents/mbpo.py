@@ -45,7 +45,7 @@ from flax import struct
 import mbjax.envs as envs
 import mbjax.planners as P
 from mbjax.agents import base
-from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig
+from mbjax.agents.config import EnvConfig, ObjectiveConfig, RunConfig, require_at_least
 from mbjax.agents.sac import SAC_TRACED_FIELDS, SACConfig, SACHParams, make_sac, sac_hparams
 from mbjax.buffers import (
     as_dataset,
@@ -118,11 +118,9 @@ class MBPOConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for f in ("steps_per_iteration", "updates_per_step", "model_train_every",
-                  "rollouts_per_step", "model_retain_iterations", "buffer_capacity",
-                  "eval_envs"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        require_at_least(self, 1, "steps_per_iteration", "updates_per_step",
+                         "model_train_every", "rollouts_per_step", "model_retain_iterations",
+                         "buffer_capacity", "eval_envs")
         if self.init_steps < 0:
             raise ValueError(f"init_steps must be >= 0, got {self.init_steps}")
         if self.init_steps % self.num_envs:

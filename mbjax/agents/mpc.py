@@ -27,7 +27,7 @@ from flax import struct
 import mbjax.envs as envs
 import mbjax.planners as P
 from mbjax.agents import base
-from mbjax.agents.config import ObjectiveConfig, RunConfig
+from mbjax.agents.config import ObjectiveConfig, RunConfig, require_at_least
 from mbjax.buffers import as_dataset, make_replay_buffer
 from mbjax.envs.wrappers import strip_episode_info
 from mbjax.models.base import DynamicsModel, ModelSpec, build_model
@@ -70,9 +70,7 @@ class MPCConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for f in ("episodes_per_iteration", "buffer_capacity", "replan_every"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        require_at_least(self, 1, "episodes_per_iteration", "buffer_capacity", "replan_every")
         if self.prefill_episodes < 0:
             raise ValueError(f"prefill_episodes must be >= 0, got {self.prefill_episodes}")
         if self.buffer_capacity < self.num_envs:
@@ -161,7 +159,6 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
     batched_planner = P.batch(planner)
     buffer = make_replay_buffer(cfg.buffer_capacity, cfg.num_envs)
     example = base.example_transition(task.env)
-    random_policy = envs.uniform_random_policy(env)
     steps = task.episode_length
     default_hparams = mpc_hparams(cfg)
 
@@ -170,18 +167,8 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
 
     def init(key: PRNGKey, hparams: MPCHParams | None = None) -> MPCState:
         key, key_model, key_prefill = jax.random.split(key, 3)
-        buffer_state = buffer.init(example)
-
-        def prefill_episode(buffer_state, key):
-            key_reset, key_roll = jax.random.split(key)
-            _, transitions = envs.rollout(env, random_policy, env.reset(key_reset),
-                                          key_roll, steps)
-            return buffer.add(buffer_state, transitions), None
-
-        if cfg.prefill_episodes > 0:
-            buffer_state, _ = jax.lax.scan(
-                prefill_episode, buffer_state,
-                jax.random.split(key_prefill, cfg.prefill_episodes))
+        buffer_state = base.random_prefill(env, buffer, buffer.init(example), key_prefill,
+                                           cfg.prefill_episodes, steps)
         return MPCState(
             model_state=model_trainer.init(key_model), buffer_state=buffer_state,
             hparams=default_hparams if hparams is None else hparams, key=key,
