@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -293,18 +294,6 @@ def markdown(results: list[dict], machine: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    readme = HERE / "README.md"
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
-
-
 def _git_state() -> str:
     import subprocess
 
@@ -363,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                  label)
     table = markdown(results, machine)
     (results_dir / "results.md").write_text(table + "\n")
-    if not args.quick:
-        update_readme(table)
+    if not args.quick:  # the README's tables are drawn from results.json by tables.py
+        subprocess.run([sys.executable, str(HERE.parent / "tables.py")], check=True)
     print(table)
     return 0
 

@@ -12,9 +12,11 @@ Commands (each writes under experiments/pddm_hand/results/ and names the machine
   MUJOCO_GL=egl python experiments/pddm_hand/run.py media               # GIFs in media/
 
 ``main`` and every ablation variant are ordinary ``mbjax.runner.run.run`` runs
-(``make_mpc_agent`` vmapped over seeds), so ``mbjax train --resume <run dir>`` and
-``mbjax eval <run dir>`` work on them. Checkpoints are deleted after a CPU run unless
-``--keep-checkpoints`` (they hold the whole replay buffer).
+(``make_mpc_agent`` vmapped over seeds). Checkpoints are deleted after a CPU run unless
+``--keep-checkpoints`` (they hold the whole replay buffer); only runs kept that way can
+be resumed (``mbjax train --resume``) or evaluated (``mbjax eval``). The committed run
+directories hold config.json and metrics.jsonl: ``report`` and ``experiments/tables.py``
+work on them.
 """
 
 from __future__ import annotations
