@@ -26,9 +26,25 @@ One call (MBPO, Janner et al. 2019, App. C; PETS, Chua et al. 2018):
    bootstrap rows, (1 / M) sum_b L_e(batch_b) (the quantity Adam minimised, weight decay
    excluded).
 
-Non-finite data skips the update and non-finite losses are never applied; both are
-reported in the metrics, and :func:`raise_if_failed` turns them into an error that names
-the iteration.
+Bad data and the NaN policy:
+
+* Rows at or beyond ``num_valid`` are ignored exactly: they are replaced by zeros before
+  anything reads them, so NaN, inf or any garbage there (unused buffer capacity) gives
+  bit for bit the result of the same data with those rows zeroed.
+* NaN or inf in a valid row skips the update: the whole state (params, normalisers,
+  optimizer state, elites, holdout losses) is returned unchanged, and
+  ``model/data_nonfinite`` is set.
+* Finite values too large for float32 statistics are treated the same way: a valid row
+  whose model inputs [s, a] or regression targets (s' - s or s' [, r]) exceed
+  :data:`MAX_ABS_DATA` = 1e18 in absolute value (whose squares, summed into a variance,
+  would overflow float32's 3.4e38), or fitted normalisers that are not finite, skip the
+  update and keep the state; ``model/data_nonfinite`` (the update was skipped for bad
+  data) and ``model/data_overflow`` (the reason: overflow) are both set. Such values are
+  a bug (a diverging simulator, an uninitialised buffer), not data to learn from.
+* Non-finite losses (divergence) are never applied; ``model/loss_nonfinite`` is set.
+
+:func:`raise_if_failed` turns any of these flags into an error that names the iteration
+and the problem.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mbjax.models.base import BuiltModel, register_model
@@ -88,6 +105,21 @@ def _model_inputs(data) -> tuple[Array, Array, Array, Array, Array]:
     return data.obs, data.action, data.next_obs, data.reward, data.done
 
 
+class _Rows(NamedTuple):
+    """The fields of the data the model reads, leaves [C, ...] (see :func:`_zero_invalid`)."""
+
+    obs: Array
+    action: Array
+    next_obs: Array
+    reward: Array
+    done: Array
+
+
+# Valid rows whose model inputs or targets exceed this magnitude skip the update (see the
+# module docstring): |x| <= 1e18 keeps every squared deviation below 4e36, so float32
+# normaliser statistics (weighted means of them) stay finite.
+MAX_ABS_DATA = 1e18
+
 # Adam's hyper-parameters (optax defaults; PETS and MBPO use plain Adam).
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8
 
@@ -120,6 +152,38 @@ def _all_finite(tree, valid: Array) -> Array:
     for x in jax.tree_util.tree_leaves(tree):
         bad = ~jnp.isfinite(x.reshape(x.shape[0], -1)).all(-1)
         ok = ok & ~jnp.any(bad & valid)
+    return ok
+
+
+def _zero_invalid(data, valid: Array) -> _Rows:
+    """The model's fields of ``data`` (leaves [C, ...]), rows where not ``valid`` [C] zero.
+
+    Every later step (normalisers, holdout MSE, minibatch losses and their gradients)
+    then reads only finite values in the rows it ignores: a weight-0 row holding NaN
+    would otherwise poison a masked sum (0 * NaN = NaN), and its gradient too.
+    """
+    def zero(x):
+        keep = valid.reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(keep, x, jnp.zeros((), x.dtype))
+    return _Rows(*(zero(x) for x in _model_inputs(data)))
+
+
+def _within_range(model: EnsembleModel, data, valid: Array) -> Array:
+    """bool []: the valid rows' model inputs and targets are all <= MAX_ABS_DATA in
+    magnitude (NaN compares False, so callers also need :func:`_all_finite`)."""
+    obs, action, next_obs, reward, _ = _model_inputs(data)
+    ok = jnp.array(True)
+    for x in (obs, action, model.targets(obs, action, next_obs, reward)):
+        big = ~(jnp.abs(x.reshape(x.shape[0], -1)) <= MAX_ABS_DATA).all(-1)
+        ok = ok & ~jnp.any(big & valid)
+    return ok
+
+
+def _normalizers_finite(state: ModelState) -> Array:
+    """bool []: every statistic of the input and target normalisers is finite."""
+    ok = jnp.array(True)
+    for x in jax.tree_util.tree_leaves((state.input_norm, state.target_norm)):
+        ok = ok & jnp.all(jnp.isfinite(x))
     return ok
 
 
@@ -395,12 +459,13 @@ def _fit_epochs(fit: _Fit):
     return epochs, opt_state, best_params, best_loss, train_loss, bad
 
 
-def _finish(fit: _Fit, epochs: Array, opt_state, best_params, best_loss: Array,
-            train_loss: Array, bad: Array):
+def _finish(fit: _Fit, overflow: Array, epochs: Array, opt_state, best_params,
+            best_loss: Array, train_loss: Array, bad: Array):
     """The trained state (best params, elites) and the metrics of one ``train`` call.
 
     Elites: the ``num_elites`` members with the lowest held-out MSE, or, without early
-    stopping, the lowest last-epoch training loss [E].
+    stopping, the lowest last-epoch training loss [E]. ``overflow``: bool [], the valid
+    rows were finite but too large (see the module docstring).
 
     Returns:
       (ModelState, metrics dict of scalars).
@@ -417,6 +482,7 @@ def _finish(fit: _Fit, epochs: Array, opt_state, best_params, best_loss: Array,
         "model/num_train": fit.n_train,
         "model/num_holdout": fit.n_hold,
         "model/data_nonfinite": ~fit.data_ok,
+        "model/data_overflow": overflow,
         "model/loss_nonfinite": bad,
     }
     return state, metrics
@@ -427,6 +493,8 @@ def _train(model: EnsembleModel, optimizer: optax.GradientTransformation, grad_f
            learning_rate: float | Array | None):
     """One ``train`` call (see the module docstring): data leaves [C, ...], n valid rows.
 
+    Bad valid rows (NaN/inf, or beyond MAX_ABS_DATA) return ``state`` unchanged.
+
     Returns:
       (ModelState, metrics) as ``ModelTrainer.train``.
     """
@@ -436,13 +504,17 @@ def _train(model: EnsembleModel, optimizer: optax.GradientTransformation, grad_f
     rows = jnp.arange(capacity)
     valid = rows < n
     key_init, key_split, key_boot, key_epochs = jax.random.split(key, 4)
+    state_in = state
 
     if cfg.retrain_from_scratch:
         params = model.init_params(key_init)
         state = state.replace(params=params, opt_state=optimizer.init(params))
 
+    data = _zero_invalid(data, valid)  # the ignored rows: exactly zeros from here on
+    finite = _all_finite(_model_inputs(data), valid)
     state = _fit_normalizers(model, state, data, valid)
-    data_ok = _all_finite(_model_inputs(data), valid)
+    overflow = finite & ~(_within_range(model, data, valid) & _normalizers_finite(state))
+    data_ok = finite & ~overflow
     order, n_hold, n_train, hold_rows, hold_weight = _holdout_split(cfg, key_split, valid, n)
     boot = _bootstrap_positions(cfg, key_boot, model.config.num_members, rows, n_train)
     fit = _Fit(
@@ -453,7 +525,12 @@ def _train(model: EnsembleModel, optimizer: optax.GradientTransformation, grad_f
         # Row positions are padded to whole minibatches so every step is a static-size
         # dynamic_slice; padded slots carry weight 0.
         padded=-(-capacity // cfg.batch_size) * cfg.batch_size)
-    return _finish(fit, *_fit_epochs(fit))
+    state, metrics = _finish(fit, overflow, *_fit_epochs(fit))
+    # Bad data: keep every field of the incoming state (the epochs did not run, but the
+    # normalisers were refitted, params re-initialised, elites and holdout re-ranked).
+    state = jax.tree_util.tree_map(lambda new, old: jnp.where(data_ok, new, old), state,
+                                   state_in)
+    return state, metrics
 
 
 def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = None
@@ -483,16 +560,29 @@ def make_model_trainer(model: EnsembleModel, config: ModelTrainConfig | None = N
 
 
 def raise_if_failed(metrics: dict, iteration: int | None = None) -> None:
-    """Raises ``ModelTrainingError`` if a ``train`` call met NaN/inf data or losses.
+    """Raises ``ModelTrainingError`` if a ``train`` call met bad data or losses.
 
-    Call it on the host after each training call (or after a vmapped batch of them).
+    Bad data: NaN/inf (``model/data_nonfinite``) or finite values beyond MAX_ABS_DATA
+    (``model/data_overflow``, also setting ``model/data_nonfinite``; models that do not
+    report it are read without it). Call it on the host after each training call (or
+    after a vmapped batch of them).
     """
     where = f" at iteration {iteration}" if iteration is not None else ""
-    if bool(jnp.any(metrics["model/data_nonfinite"])):
+    skipped = np.asarray(metrics["model/data_nonfinite"]).astype(bool)
+    overflow = np.asarray(metrics.get("model/data_overflow", False)).astype(bool)
+    problems = []
+    if bool(np.any(skipped & ~overflow)):
+        problems.append("the data contain NaN or inf (obs, action, next_obs, reward or "
+                        "done)")
+    if bool(np.any(overflow)):
+        problems.append(f"the data contain values that would overflow the float32 "
+                        f"normaliser statistics (|x| > {MAX_ABS_DATA:.0e} in the model "
+                        "inputs [obs, action] or targets, or a non-finite fitted mean/std)")
+    if problems:
         raise ModelTrainingError(
-            f"model training{where}: the data contain NaN or inf (obs, action, next_obs, "
-            "reward or done); the update was skipped. Check the environment or the code "
-            "that filled the buffer.")
+            f"model training{where}: {'; and '.join(problems)}; the update was skipped "
+            "and the model state kept. Check the environment or the code that filled the "
+            "buffer.")
     if bool(jnp.any(metrics["model/loss_nonfinite"])):
         raise ModelTrainingError(
             f"model training{where}: the loss became NaN or inf (diverged); those updates "
