@@ -9,14 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbjax.models import (
-    EnsembleConfig,
-    EnsembleModel,
-    ModelTrainConfig,
-    ModelTrainingError,
-    make_model_trainer,
-    raise_if_failed,
-)
+from mbjax.models.ensemble import EnsembleConfig, EnsembleModel
+from mbjax.models.training import ModelTrainConfig, ModelTrainingError, make_model_trainer
+from mbjax.models.training import raise_if_failed as check_training
 from mbjax.types import Transition
 
 O, A = 3, 2
@@ -63,7 +58,7 @@ def _trained_state(trainer, train):
     """A state after one clean call: fitted normalisers, Adam moments, elites, holdout."""
     state, metrics = train(trainer.init(jax.random.PRNGKey(1)), _data(), N,
                            jax.random.PRNGKey(2))
-    raise_if_failed(metrics)
+    check_training(metrics)
     return state
 
 
@@ -104,7 +99,7 @@ def test_nonfinite_valid_rows_keep_the_whole_state(config, bad):
     assert bool(metrics["model/data_nonfinite"])
     assert not bool(metrics["model/data_overflow"])
     with pytest.raises(ModelTrainingError, match="iteration 3.*NaN or inf"):
-        raise_if_failed(metrics, iteration=3)
+        check_training(metrics, iteration=3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,8 +123,8 @@ def test_invalid_rows_nan_give_exactly_the_zeroed_result(config):
     ref_state, ref_metrics = train(state0, clean, N, key)
     state, metrics = train(state0, dirty, N, key)
 
-    raise_if_failed(ref_metrics)
-    raise_if_failed(metrics)
+    check_training(ref_metrics)
+    check_training(metrics)
     _assert_trees_equal(metrics, ref_metrics)
     _assert_trees_equal(state, ref_state)
     assert np.isfinite(float(metrics["model/train_loss"]))
@@ -142,7 +137,7 @@ def test_invalid_rows_overflowing_values_are_ignored_too():
     huge = jax.tree_util.tree_map(lambda x: x.at[N:].set(3e38), clean)
     ref_state, ref_metrics = train(state0, clean, N, jax.random.PRNGKey(2))
     state, metrics = train(state0, huge, N, jax.random.PRNGKey(2))
-    raise_if_failed(metrics)
+    check_training(metrics)
     _assert_trees_equal(metrics, ref_metrics)
     _assert_trees_equal(state, ref_state)
 
@@ -168,7 +163,7 @@ def test_overflowing_values_skip_the_update_and_are_reported(field, value):
     assert bool(metrics["model/data_nonfinite"])  # the same "bad data, skipped" flag
     assert bool(metrics["model/data_overflow"])  # ... and why
     with pytest.raises(ModelTrainingError, match=r"iteration 4.*overflow.*1e\+?18"):
-        raise_if_failed(metrics, iteration=4)
+        check_training(metrics, iteration=4)
 
 
 def test_large_values_below_the_limit_train_normally():
@@ -176,7 +171,7 @@ def test_large_values_below_the_limit_train_normally():
     state = trainer.init(jax.random.PRNGKey(1))
     data = _set(_data(), "obs", 5, 1e15)
     state, metrics = train(state, data, N, jax.random.PRNGKey(2))
-    raise_if_failed(metrics)
+    check_training(metrics)
     assert not bool(metrics["model/data_overflow"])
     for leaf in jax.tree_util.tree_leaves((state.input_norm, state.target_norm)):
         assert np.all(np.isfinite(leaf))
@@ -185,9 +180,9 @@ def test_large_values_below_the_limit_train_normally():
 def test_raise_if_failed_reads_metrics_without_the_overflow_flag():
     """Other models' metrics (registered families) need not report ``data_overflow``."""
     ok = {"model/data_nonfinite": np.array(False), "model/loss_nonfinite": np.array(False)}
-    raise_if_failed(ok)
+    check_training(ok)
     with pytest.raises(ModelTrainingError, match="NaN or inf"):
-        raise_if_failed(dict(ok, **{"model/data_nonfinite": np.array([False, True])}))
+        check_training(dict(ok, **{"model/data_nonfinite": np.array([False, True])}))
     with pytest.raises(ModelTrainingError, match="overflow"):
-        raise_if_failed(dict(ok, **{"model/data_nonfinite": np.array([False, True]),
+        check_training(dict(ok, **{"model/data_nonfinite": np.array([False, True]),
                                     "model/data_overflow": np.array([False, True])}))
