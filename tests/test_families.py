@@ -197,13 +197,16 @@ def test_joint_model_answers_forward_inverse_and_where_from_queries(fits):
 def test_joint_forward_query_against_the_dedicated_forward_model(fits):
     """The dedicated forward model regresses s' - s with all its capacity; the joint
     model's forward query uses the same persistence offset but shares the network with
-    five other queries: about an order of magnitude worse (12x and 23x for two seeds),
-    still 150x better than copying s."""
+    five other queries: about an order of magnitude worse, still > 100x better than
+    copying s. Measured joint / dedicated MSE over 12 runs (data seeds (0, 1), (10, 11),
+    (20, 21), (30, 31) x training keys (2, 3), (5, 6), ...): 6.7-25.1 (this test's seeds:
+    12.2); copy / joint 115-256 (this test: 256). Bounds 30x and 75x."""
     joint, forward = fits("joint"), fits("forward")
-    (_, _, s2), (_, _, s2_hat) = _joint_queries(joint)
+    (s, _, s2), (_, _, s2_hat) = _joint_queries(joint)
     fwd = float(jnp.mean((s2_hat - s2) ** 2))
     fwd_dedicated = float(jnp.mean((forward.predict() - forward.targets) ** 2))
-    assert fwd < 60 * fwd_dedicated, (fwd, fwd_dedicated)
+    assert fwd < 30 * fwd_dedicated, (fwd, fwd_dedicated)
+    assert fwd < float(jnp.mean((s2 - s) ** 2)) / 75, fwd
 
 
 # ---------------------------------------------------------------------------------------
