@@ -122,6 +122,16 @@ class Table:
 TABLES: list[Table] = []
 
 
+def table_of(readme: str, marker: str, source_file: str):
+    """``table`` for a renderer of ONE result file: it is called with the file's data and
+    its path, ``fn(data, path)``."""
+    def register(fn: Callable[[dict, str], str]) -> Callable[[dict, str], str]:
+        TABLES.append(Table(readme, marker, (source_file,),
+                            lambda: fn(load(source_file), source_file)))
+        return fn
+    return register
+
+
 def table(readme: str, marker: str, *sources: str):
     def register(fn: Callable[[], str]) -> Callable[[], str]:
         TABLES.append(Table(readme, marker, sources, fn))
@@ -142,6 +152,11 @@ def _mbpo_source(*files: str) -> str:
     return source(MBPO, *files, machine_text=machine(m), code=code_state(m))
 
 
+def mbpo_markdown(header: list[str], rows: list[list[str]], source_file: str) -> str:
+    """A table of an MBPO result file with its source line under it."""
+    return "\n".join(md_table(header, rows) + ["", _mbpo_source(source_file)])
+
+
 def _agent_label(cfg: dict) -> str:
     g = cfg["updates_per_step"]
     if cfg["model_based"]:
@@ -149,10 +164,8 @@ def _agent_label(cfg: dict) -> str:
     return f"SAC, G = {g}" + (" (SAC's own rate)" if g == 1 else ", real data only")
 
 
-@table("mbpo/README.md", "mbpo-vs-sac", "mbpo/results/mbpo_vs_sac.json")
-def mbpo_vs_sac() -> str:
-    f = "mbpo/results/mbpo_vs_sac.json"
-    d = load(f)
+@table_of("mbpo/README.md", "mbpo-vs-sac", "mbpo/results/mbpo_vs_sac.json")
+def mbpo_vs_sac(d: dict, f: str) -> str:
     res = d["results"]
     key = next(k for k in next(iter(res.values())) if re.fullmatch(r"return_at_\d+_steps", k))
     at = int(re.search(r"\d+", key).group())
@@ -169,13 +182,11 @@ def mbpo_vs_sac() -> str:
     header = ["agent", f"return at {at} env steps (mean ± std, {len(d['seeds'])} seeds; "
               "per seed)", f"env steps to ≥ {num(d['threshold'])} (per seed)",
               "median s / epoch"]
-    return "\n".join(md_table(header, rows) + ["", _mbpo_source(f)])
+    return mbpo_markdown(header, rows, f)
 
 
-@table("mbpo/README.md", "mbpo-start-modes", "mbpo/results/start_modes.json")
-def mbpo_start_modes() -> str:
-    f = "mbpo/results/start_modes.json"
-    d = load(f)
+@table_of("mbpo/README.md", "mbpo-start-modes", "mbpo/results/start_modes.json")
+def mbpo_start_modes(d: dict, f: str) -> str:
     res = d["results"]
     steps = {r["env_steps"][-1] for r in res.values()}
     best = max(res, key=lambda k: res[k]["final_return"]["mean"])
@@ -186,13 +197,11 @@ def mbpo_start_modes() -> str:
     header = ["start mode", f"final return ({'/'.join(map(str, sorted(steps)))} steps)",
               "best epoch (mean)", f"steps to ≥ {num(d['threshold'])}",
               "final mean Q (per seed)"]
-    return "\n".join(md_table(header, rows) + ["", _mbpo_source(f)])
+    return mbpo_markdown(header, rows, f)
 
 
-@table("mbpo/README.md", "mbpo-distillation", "mbpo/results/distillation.json")
-def mbpo_distillation() -> str:
-    f = "mbpo/results/distillation.json"
-    d = load(f)
+@table_of("mbpo/README.md", "mbpo-distillation", "mbpo/results/distillation.json")
+def mbpo_distillation(d: dict, f: str) -> str:
     rows = []
     for label, r in d["results"].items():
         e, t = r["final_eval"], r["time_per_action"]
@@ -207,13 +216,11 @@ def mbpo_distillation() -> str:
     header = ["teacher", "teacher return", "student return", "student / teacher return",
               "s / action teacher → student (batch 1)",
               f"held-out label MSE, last iteration (mean of {len(d['seeds'])} seeds)"]
-    return "\n".join(md_table(header, rows) + ["", _mbpo_source(f)])
+    return mbpo_markdown(header, rows, f)
 
 
-@table("mbpo/README.md", "mbpo-terminal-value", "mbpo/results/terminal_value.json")
-def mbpo_terminal_value() -> str:
-    f = "mbpo/results/terminal_value.json"
-    d = load(f)
+@table_of("mbpo/README.md", "mbpo-terminal-value", "mbpo/results/terminal_value.json")
+def mbpo_terminal_value(d: dict, f: str) -> str:
     rows = d["results"]
     columns = list(dict.fromkeys((r["dynamics"], r["terminal_value"]) for r in rows))
     horizons = sorted({r["horizon"] for r in rows})
@@ -230,10 +237,8 @@ def mbpo_terminal_value() -> str:
         f"{pm(sac['return_mean'], sac['return_std'])}.", "", _mbpo_source(f)])
 
 
-@table("mbpo/README.md", "mbpo-brax-locomotion", "mbpo/results/brax_locomotion.json")
-def mbpo_brax_locomotion() -> str:
-    f = "mbpo/results/brax_locomotion.json"
-    d = load(f)
+@table_of("mbpo/README.md", "mbpo-brax-locomotion", "mbpo/results/brax_locomotion.json")
+def mbpo_brax_locomotion(d: dict, f: str) -> str:
     rows = []
     for env, by_agent in d["results"].items():
         for agent in ("mbpo", "sac"):
@@ -257,7 +262,7 @@ def mbpo_brax_locomotion() -> str:
               f"final return (mean ± std over {'/'.join(map(str, sorted(n)))} seeds; per seed)",
               "last 3 epochs", "mean over all epochs", "steps to SAC's final return",
               "s / epoch"]
-    return "\n".join(md_table(header, rows) + ["", _mbpo_source(f)])
+    return mbpo_markdown(header, rows, f)
 
 
 # -------------------------------------------------------------------------------------
@@ -360,10 +365,8 @@ def mpc_model_epochs() -> str:
         "code state: per run, in the code-state table under Results."])
 
 
-@table("mpc/README.md", "mpc-planner-sweep", "mpc/results/planner_sweep_reacher-pddm.json")
-def mpc_planner_sweep() -> str:
-    f = "mpc/results/planner_sweep_reacher-pddm.json"
-    d = load(f)
+@table_of("mpc/README.md", "mpc-planner-sweep", "mpc/results/planner_sweep_reacher-pddm.json")
+def mpc_planner_sweep(d: dict, f: str) -> str:
     run = Path(d["run_dir"]).name
     planner = next(e for e in load(MPC_RESULTS)["experiments"]
                    if e["name"] == run)["config"]["planner"]
@@ -563,10 +566,8 @@ def hand_baoding() -> str:
 # -------------------------------------------------------------------------------------
 
 
-@table("sweeps/README.md", "sweep-kappa-horizon", "sweeps/results/sweep.json")
-def sweep_kappa_horizon() -> str:
-    f = "sweeps/results/sweep.json"
-    d = load(f)
+@table_of("sweeps/README.md", "sweep-kappa-horizon", "sweeps/results/sweep.json")
+def sweep_kappa_horizon(d: dict, f: str) -> str:
     res = d["results"]
     kappas = sorted({r["planner.kappa"] for r in res})
     horizons = sorted({r["planner.horizon"] for r in res})
