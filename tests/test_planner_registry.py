@@ -29,7 +29,7 @@ class GridSpec(P.PlannerSpec):
     kind: str = P.spec_kind("test_grid")
     params_type = GridParams
 
-    def build(self, objective, action_low, action_high, params=None):
+    def build_search(self, objective, action_low, action_high, params=None):
         return make_grid_planner(objective, action_low, action_high, self, params)
 
 

@@ -47,6 +47,7 @@ from mbjax.planners.random_shooting import (
 from mbjax.planners.registry import (
     PlannerSpec,
     make_planner,
+    parameterized,
     planner_kinds,
     planner_spec,
     register_planner,
@@ -64,8 +65,11 @@ from mbjax.planners.sampling import (
     sampling_round,
     sampling_rounds,
     scorer,
+    shift_box_sequences,
+    spec_box,
     track_best,
 )
+from mbjax.planners.splines import PARAMETERIZATIONS, Spline, make_spline
 
 
 def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
@@ -79,13 +83,14 @@ def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
 __all__ = [
     "ActionBox", "Best", "CEMConfig", "CEMGradientConfig", "CEMGradientParams", "CEMParams",
     "CEMState", "GradientConfig", "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig",
-    "MPPIParams", "Objective", "Planner", "PlannerSpec", "RandomShootingConfig",
-    "RandomShootingParams", "action_costs", "batch", "colored_noise", "discounted_return",
-    "episode_restarted", "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
-    "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
-    "make_random_shooting", "make_sequence_objective", "make_sequence_planner", "mpc",
-    "no_best", "open_loop", "pddm_mppi_config", "planner_advance", "planner_kinds",
-    "planner_spec", "register_planner", "sampling_round", "sampling_rounds",
-    "sanitize_returns", "scorer", "shift", "shift_sequences", "spec_kind", "switch_planner",
-    "traced_fields", "track_best", "unregister_planner",
+    "MPPIParams", "Objective", "PARAMETERIZATIONS", "Planner", "PlannerSpec",
+    "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs", "batch",
+    "colored_noise", "discounted_return", "episode_restarted", "evaluate", "make_cem",
+    "make_cem_gradient", "make_env_objective", "make_gradient_planner", "make_icem",
+    "make_model_objective", "make_mppi", "make_planner", "make_random_shooting",
+    "make_sequence_objective", "make_sequence_planner", "make_spline", "mpc", "no_best",
+    "open_loop", "parameterized", "pddm_mppi_config", "planner_advance", "planner_kinds",
+    "planner_spec", "register_planner", "sampling_round", "sampling_rounds", "sanitize_returns",
+    "scorer", "shift", "shift_box_sequences", "shift_sequences", "spec_box", "spec_kind",
+    "switch_planner", "traced_fields", "track_best", "unregister_planner",
 ]

@@ -25,7 +25,6 @@ from mbjax.planners.base import (
     Planner,
     check_elite_sizes,
     check_range,
-    shift,
 )
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
 from mbjax.planners.sampling import (
@@ -77,8 +76,8 @@ class CEMConfig(PlannerSpec):
         check_elite_sizes(self.population, self.num_elites, self.iterations)
         super().__post_init__()
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_cem(objective, action_low, action_high, self, params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -119,17 +118,24 @@ def cem_iterations(objective: Objective, config: CEMConfig, box: ActionBox,
     return mean, elites, best
 
 
-def make_cem(objective: Objective, action_low, action_high, config: CEMConfig | None = None,
+def _search(objective: Objective, action_low, action_high, config: CEMConfig,
              params: CEMParams | None = None) -> Planner:
-    """CEM planner over J; see the module docstring (``params=None``:
-    ``config.default_params()``)."""
-    config = config or CEMConfig()
+    """The planner of ``config``'s search space (``CEMConfig.build_search``)."""
 
     def solve(box, params, objective_params, state: CEMState, obs, key):
         mean, _, best = cem_iterations(objective, config, box, params, objective_params, obs,
                                        state.mean, key)
         solution = best.sequence if config.return_best else mean
-        return solution, best, CEMState(mean=shift(solution, box.mid)), {}
+        return solution, best, CEMState(mean=box.shift(solution, box.mid)), {}
 
     return make_sequence_planner(config, action_low, action_high, params,
                                  lambda box: CEMState(mean=box.middle()), solve)
+
+
+def make_cem(objective: Objective, action_low, action_high, config: CEMConfig | None = None,
+             params: CEMParams | None = None) -> Planner:
+    """CEM planner over J; see the module docstring (``params=None``:
+    ``config.default_params()``).
+
+    Any action parameterisation of ``config`` applies (``CEMConfig.build``)."""
+    return (config or CEMConfig()).build(objective, action_low, action_high, params)

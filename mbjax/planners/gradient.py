@@ -27,7 +27,6 @@ from mbjax.planners.base import (
     check_at_most,
     check_positive,
     positive_floats,
-    shift,
 )
 from mbjax.planners.cem import CEMConfig, CEMParams, cem_iterations, check_cem_params
 from mbjax.planners.registry import PlannerSpec, carry_over, register_planner, spec_kind
@@ -73,8 +72,8 @@ class GradientConfig(PlannerSpec):
         optimizer_of(self.optimizer)
         super().__post_init__()
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_gradient_planner(objective, action_low, action_high, self, params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search_gradient_planner(objective, action_low, action_high, self, params)
 
 
 def optimizer_of(optimizer) -> Callable[[float], optax.GradientTransformation]:
@@ -131,12 +130,10 @@ def gradient_refine(objective: Objective, config: GradientConfig, low, high,
     return best
 
 
-def make_gradient_planner(objective: Objective, action_low, action_high,
-                          config: GradientConfig | None = None,
+def _search_gradient_planner(objective: Objective, action_low, action_high,
+                          config: GradientConfig,
                           params: GradientParams | None = None) -> Planner:
-    """Gradient planner over J; see the module docstring (``params=None``:
-    ``config.default_params()``)."""
-    config = config or GradientConfig()
+    """The planner of ``config``'s search space (``GradientConfig.build_search``)."""
 
     def solve(box, params: GradientParams, objective_params, state: GradientState, obs,
               key):
@@ -146,7 +143,7 @@ def make_gradient_planner(objective: Objective, action_low, action_high,
         starts = jnp.concatenate([state.best[None], rand], axis=0)
         best = gradient_refine(objective, config, box.low, box.high, params.learning_rate,
                                objective_params, obs, starts, key_opt)
-        return best.sequence, best, GradientState(best=shift(best.sequence, box.mid)), {}
+        return best.sequence, best, GradientState(best=box.shift(best.sequence, box.mid)), {}
 
     return make_sequence_planner(config, action_low, action_high, params,
                                  lambda box: GradientState(best=box.middle()), solve)
@@ -180,24 +177,14 @@ class CEMGradientConfig(CEMConfig):
         check_cem_params(params.cem)
         check_learning_rate(params)
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_cem_gradient(objective, action_low, action_high, self, params=params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search_cem_gradient(objective, action_low, action_high, self, params)
 
 
-def make_cem_gradient(objective: Objective, action_low, action_high,
-                      cem_config: CEMConfig | None = None, num_refine: int | None = None,
-                      refine_iterations: int | None = None,
-                      params: CEMGradientParams | None = None) -> Planner:
-    """CEM, then ``refine_iterations`` gradient steps on the top ``num_refine`` elites
-    (and the CEM mean); executes the best sequence found.
-
-    ``cem_config`` is a ``CEMGradientConfig`` or a plain ``CEMConfig`` (its fields carried
-    over); ``num_refine`` / ``refine_iterations``, when given, override the spec's (4 and
-    10 by default). ``params=None``: the spec's ``default_params()``.
-    """
-    overrides = {"num_refine": num_refine, "refine_iterations": refine_iterations}
-    spec = carry_over(cem_config or CEMConfig(), CEMGradientConfig,
-                      **{k: v for k, v in overrides.items() if v is not None})
+def _search_cem_gradient(objective: Objective, action_low, action_high,
+                         spec: CEMGradientConfig, params: CEMGradientParams | None = None
+                         ) -> Planner:
+    """The planner of ``spec``'s search space (``CEMGradientConfig.build_search``)."""
     grad_config = GradientConfig(horizon=spec.horizon, num_restarts=spec.num_refine + 1,
                                  iterations=spec.refine_iterations)
 
@@ -213,8 +200,37 @@ def make_cem_gradient(objective: Objective, action_low, action_high,
         best = Best(jnp.where(better, refined.sequence, cem.sequence),
                     jnp.maximum(refined.value, cem.value),
                     cem.num_nonfinite + refined.num_nonfinite)
-        return (best.sequence, best, GradientState(best=shift(best.sequence, box.mid)),
+        return (best.sequence, best, GradientState(best=box.shift(best.sequence, box.mid)),
                 {"cem_return": cem.value})
 
     return make_sequence_planner(spec, action_low, action_high, params,
                                  lambda box: GradientState(best=box.middle()), solve)
+
+
+def make_gradient_planner(objective: Objective, action_low, action_high,
+                          config: GradientConfig | None = None,
+                          params: GradientParams | None = None) -> Planner:
+    """Gradient planner over J; see the module docstring (``params=None``:
+    ``config.default_params()``).
+
+    Any action parameterisation of ``config`` applies (``GradientConfig.build``)."""
+    return (config or GradientConfig()).build(objective, action_low, action_high, params)
+
+
+def make_cem_gradient(objective: Objective, action_low, action_high,
+                      cem_config: CEMConfig | None = None, num_refine: int | None = None,
+                      refine_iterations: int | None = None,
+                      params: CEMGradientParams | None = None) -> Planner:
+    """CEM, then ``refine_iterations`` gradient steps on the top ``num_refine`` elites
+    (and the CEM mean); executes the best sequence found.
+
+    ``cem_config`` is a ``CEMGradientConfig`` or a plain ``CEMConfig`` (its fields carried
+    over); ``num_refine`` / ``refine_iterations``, when given, override the spec's (4 and
+    10 by default). ``params=None``: the spec's ``default_params()``.
+
+    Any action parameterisation of the spec applies (``CEMGradientConfig.build``).
+    """
+    overrides = {"num_refine": num_refine, "refine_iterations": refine_iterations}
+    spec = carry_over(cem_config or CEMConfig(), CEMGradientConfig,
+                      **{k: v for k, v in overrides.items() if v is not None})
+    return spec.build(objective, action_low, action_high, params)

@@ -28,7 +28,6 @@ from mbjax.planners.base import (
     Planner,
     check_elite_sizes,
     check_range,
-    shift,
 )
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
 from mbjax.planners.sampling import evaluate, make_sequence_planner, no_best, scorer
@@ -79,8 +78,8 @@ class ICEMConfig(PlannerSpec):
     def population_at(self, i: int) -> int:
         return max(int(self.population * self.population_decay ** (-i)), 2 * self.num_elites)
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_icem(objective, action_low, action_high, self, params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -110,10 +109,9 @@ def colored_noise(key, exponent, num: int, horizon: int, action_size: int):
     return x.swapaxes(1, 2)
 
 
-def make_icem(objective: Objective, action_low, action_high, config: ICEMConfig | None = None,
+def _search(objective: Objective, action_low, action_high, config: ICEMConfig,
               params: ICEMParams | None = None) -> Planner:
-    """iCEM over J; see the module docstring (``params=None``: ``config.default_params()``)."""
-    config = config or ICEMConfig()
+    """The planner of ``config``'s search space (``ICEMConfig.build_search``)."""
     k, kept = config.num_elites, config.num_kept
 
     def solve(box, params: ICEMParams, objective_params, state: ICEMState, obs, key):
@@ -138,8 +136,8 @@ def make_icem(objective: Objective, action_low, action_high, config: ICEMConfig 
             mean = params.alpha * mean + (1 - params.alpha) * elites.mean(0)
             std = params.alpha * std + (1 - params.alpha) * elites.std(0)
             prev_elites = elites
-        next_state = ICEMState(mean=shift(mean, box.mid),
-                               elites=shift(prev_elites[:kept], box.mid))
+        next_state = ICEMState(mean=box.shift(mean, box.mid),
+                               elites=box.shift(prev_elites[:kept], box.mid))
         return best.sequence, best, next_state, {"mean": mean}
 
     def init(box):
@@ -147,3 +145,11 @@ def make_icem(objective: Objective, action_low, action_high, config: ICEMConfig 
                          elites=jnp.broadcast_to(box.middle(), (kept,) + box.middle().shape))
 
     return make_sequence_planner(config, action_low, action_high, params, init, solve)
+
+
+def make_icem(objective: Objective, action_low, action_high, config: ICEMConfig | None = None,
+              params: ICEMParams | None = None) -> Planner:
+    """iCEM over J; see the module docstring (``params=None``: ``config.default_params()``).
+
+    Any action parameterisation of ``config`` applies (``ICEMConfig.build``)."""
+    return (config or ICEMConfig()).build(objective, action_low, action_high, params)

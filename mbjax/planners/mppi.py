@@ -27,11 +27,15 @@ from mbjax.planners.base import (
     Planner,
     check_positive,
     check_range,
-    shift,
-    shift_sequences,
 )
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
-from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_rounds, scorer
+from mbjax.planners.sampling import (
+    make_sequence_planner,
+    no_best,
+    sampling_rounds,
+    scorer,
+    shift_box_sequences,
+)
 from mbjax.utils.random import hash_normal
 
 
@@ -68,8 +72,8 @@ class MPPIConfig(PlannerSpec):
         check_positive(population=self.population, iterations=self.iterations)
         super().__post_init__()
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_mppi(objective, action_low, action_high, self, params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -93,11 +97,9 @@ def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high)
     return jnp.clip(seq.swapaxes(0, 1), low, high)
 
 
-def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig | None = None,
+def _search(objective: Objective, action_low, action_high, config: MPPIConfig,
               params: MPPIParams | None = None) -> Planner:
-    """Filtered MPPI over J; see the module docstring (``params=None``:
-    ``config.default_params()``)."""
-    config = config or MPPIConfig()
+    """The planner of ``config``'s search space (``MPPIConfig.build_search``)."""
 
     def solve(box, params: MPPIParams, objective_params, state: MPPIState, obs, key):
         def sample(carry, key):
@@ -113,10 +115,12 @@ def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig 
             (state.mean, jnp.array(-jnp.inf)), no_best(state.mean), key, config.iterations)
         # best_return: the best return of the last iteration's population.
         best = best._replace(value=last_max)
-        return mean, best, MPPIState(mean=shift(mean, mean[-1]), prev_action=mean[0]), {}
+        return mean, best, MPPIState(mean=box.shift(mean, mean[-1]), prev_action=mean[0]), {}
 
-    def advance(state: MPPIState, info, steps: int) -> MPPIState:
-        state = shift_sequences(state, config.horizon, state.mean.shape[-1], steps)
+    def advance(box, state: MPPIState, info, steps: int) -> MPPIState:
+        # a_{-1} of the next call: the last executed action (of the executed plan
+        # [H, A], also under a parameterisation, where the mean is over knots).
+        state = shift_box_sequences(box, state, steps)
         return state.replace(prev_action=info["plan"][steps])
 
     def init(box):
@@ -124,3 +128,12 @@ def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig 
 
     return make_sequence_planner(config, action_low, action_high, params, init, solve,
                                  advance)
+
+
+def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig | None = None,
+              params: MPPIParams | None = None) -> Planner:
+    """Filtered MPPI over J; see the module docstring (``params=None``:
+    ``config.default_params()``).
+
+    Any action parameterisation of ``config`` applies (``MPPIConfig.build``)."""
+    return (config or MPPIConfig()).build(objective, action_low, action_high, params)

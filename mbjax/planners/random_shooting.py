@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mbjax.planners.base import Objective, Planner, check_positive, positive_floats, shift
+from mbjax.planners.base import Objective, Planner, check_positive, positive_floats
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
 from mbjax.planners.sampling import make_sequence_planner, no_best, sampling_round, scorer
 
@@ -43,8 +43,8 @@ class RandomShootingConfig(PlannerSpec):
                              f"{self.distribution!r}")
         super().__post_init__()
 
-    def build(self, objective, action_low, action_high, params=None) -> Planner:
-        return make_random_shooting(objective, action_low, action_high, self, params)
+    def build_search(self, objective, action_low, action_high, params=None) -> Planner:
+        return _search(objective, action_low, action_high, self, params)
 
 
 @struct.dataclass
@@ -52,12 +52,10 @@ class RandomShootingState:
     best: jax.Array  # [H, A] previous best, shifted
 
 
-def make_random_shooting(objective: Objective, action_low, action_high,
-                         config: RandomShootingConfig | None = None,
+def _search(objective: Objective, action_low, action_high,
+                         config: RandomShootingConfig,
                          params: RandomShootingParams | None = None) -> Planner:
-    """Random shooting over J; see the module docstring (``params=None``:
-    ``config.default_params()``)."""
-    config = config or RandomShootingConfig()
+    """The planner of ``config``'s search space (``RandomShootingConfig.build_search``)."""
 
     def solve(box, params: RandomShootingParams, objective_params, state, obs, key):
         low, high = box.low, box.high
@@ -74,7 +72,17 @@ def make_random_shooting(objective: Objective, action_low, action_high,
         _, best = sampling_round(scorer(objective, objective_params, obs), sample,
                                  lambda carry, samples, returns: carry, state.best,
                                  no_best(state.best), key)
-        return best.sequence, best, RandomShootingState(best=shift(best.sequence, box.mid)), {}
+        return best.sequence, best, RandomShootingState(best=box.shift(best.sequence, box.mid)), {}
 
     return make_sequence_planner(config, action_low, action_high, params,
                                  lambda box: RandomShootingState(best=box.middle()), solve)
+
+
+def make_random_shooting(objective: Objective, action_low, action_high,
+                         config: RandomShootingConfig | None = None,
+                         params: RandomShootingParams | None = None) -> Planner:
+    """Random shooting over J; see the module docstring (``params=None``:
+    ``config.default_params()``).
+
+    Any action parameterisation of ``config`` applies (``RandomShootingConfig.build``)."""
+    return (config or RandomShootingConfig()).build(objective, action_low, action_high, params)

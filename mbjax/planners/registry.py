@@ -5,7 +5,10 @@ planner: its ``kind``, its static sizes (horizon, population, iterations, ...) a
 tunable floats (CEM's alpha, MPPI's kappa / beta / sigma, ...). The floats are also the
 fields of the spec's ``params_type`` (``CEMParams``, ...), the pytree that ``plan`` takes
 and a sweep vmaps over; ``spec.default_params()`` builds it from the spec's same-named
-fields, and ``spec.build(objective, low, high, params=None)`` builds the ``Planner``:
+fields, and ``spec.build(objective, low, high, params=None)`` builds the ``Planner``
+(``make_planner`` is the same as a function). A spec implements ``build_search``, the
+planner of its search space; ``build`` applies the action parameterisation
+(``parameterization`` / ``num_knots``, ``mbjax.planners.splines``) around it:
 
 >>> spec = CEMConfig(horizon=20, population=300, alpha=0.2)
 >>> planner = make_planner(spec, objective, env.action_low, env.action_high)
@@ -23,7 +26,7 @@ of your own is a spec class in your own file, registered with the decorator:
 ...     kind: str = spec_kind("mine")  # the registry key
 ...     params_type = MyParams         # struct.dataclass with ``temperature``
 ...
-...     def build(self, objective, action_low, action_high, params=None):
+...     def build_search(self, objective, action_low, action_high, params=None):
 ...         return make_my_planner(objective, action_low, action_high, self, params)
 
 A params field that is itself a params struct (``CEMGradientParams.cem``) is filled from
@@ -33,10 +36,14 @@ leaves: alpha, init_std_scale, min_std, learning_rate for cem_gradient).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
-from mbjax.planners.base import Objective, Planner, check_positive
+import jax.numpy as jnp
+
+from mbjax.planners.base import Objective, Planner, check_bounds, check_positive, planner_advance
+from mbjax.planners.splines import check_parameterization, make_spline
 from mbjax.utils.registry import Registry
 
 _PLANNERS: Registry[type] = Registry("planner")
@@ -86,19 +93,30 @@ def traced_fields(spec_cls: type) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class PlannerSpec:
-    """Base of all planner specs: ``kind`` (the registry key) and ``horizon`` H.
+    """Base of all planner specs: ``kind`` (the registry key), ``horizon`` H and the
+    action parameterisation.
 
     Subclasses (frozen dataclasses) add their sizes and the floats of ``params_type``,
-    set ``kind = spec_kind(NAME)``, and implement ``build``; ``check_params`` validates
+    set ``kind = spec_kind(NAME)``, and implement ``build_search`` (``build`` wraps it
+    with the action parameterisation); ``check_params`` validates
     a params struct (the spec's own floats are checked through it in ``__post_init__``).
+
+    ``parameterization`` / ``num_knots`` (every spec has them, keyword-only): ``"step"``
+    (default) searches one action per step; ``"zero"``, ``"linear"`` or ``"cubic"``
+    search K = ``num_knots`` knots (None: K = H) interpolated to the H executed steps
+    (``mbjax.planners.splines``). ``make_planner`` applies them to any planner built
+    with ``make_sequence_planner``.
     """
 
     horizon: int = 30
     kind: str = spec_kind("")
+    parameterization: str = dataclasses.field(default="step", kw_only=True)
+    num_knots: int | None = dataclasses.field(default=None, kw_only=True)
     params_type: ClassVar[type]
 
     def __post_init__(self):
         check_positive(horizon=self.horizon)
+        check_parameterization(self.parameterization, self.num_knots, self.horizon)
         expected = default_kind(type(self))
         if self.kind != expected:
             raise ValueError(
@@ -116,8 +134,21 @@ class PlannerSpec:
 
     def build(self, objective: Objective, action_low, action_high,
               params: Any = None) -> Planner:
-        """The planner of this spec on J (``params=None``: ``default_params()``)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no build")
+        """The planner of this spec on J over the H executed steps (``params=None``:
+        ``default_params()``): ``build_search`` directly, or under a parameterisation
+        the knot planner wrapped by ``parameterized`` (see ``make_planner``)."""
+        if self.parameterization == "step":
+            return self.build_search(objective, action_low, action_high, params)
+        return parameterized(self, objective, action_low, action_high, params)
+
+    @abc.abstractmethod
+    def build_search(self, objective: Objective, action_low, action_high,
+                     params: Any = None) -> Planner:
+        """The planner of this spec's search space on J (``params=None``:
+        ``default_params()``): H per-step actions, or K knots under a parameterisation,
+        where J scores knot sequences (``build`` passes J(W @ knots)). Every subclass
+        implements it, usually with ``make_sequence_planner``, whose box has the right
+        size and warm-start shift for either space."""
 
 
 def check_spec_class(spec_cls) -> None:
@@ -130,9 +161,13 @@ def check_spec_class(spec_cls) -> None:
     kind = default_kind(spec_cls)
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"{name} needs a default kind: kind: str = spec_kind('NAME')")
-    if spec_cls.build is PlannerSpec.build:
-        raise TypeError(f"{name} defines no build(objective, action_low, action_high, "
-                        "params=None) -> Planner")
+    if spec_cls.build is not PlannerSpec.build:
+        raise TypeError(f"{name} overrides build; implement build_search(objective, "
+                        "action_low, action_high, params=None) -> Planner instead (build "
+                        "applies the action parameterisation around it)")
+    if getattr(spec_cls.build_search, "__isabstractmethod__", False):
+        raise TypeError(f"{name} defines no build_search(objective, action_low, "
+                        "action_high, params=None) -> Planner")
     params_type = getattr(spec_cls, "params_type", None)
     if not dataclasses.is_dataclass(params_type):
         raise TypeError(f"{name}.params_type must be a params struct (a dataclass), got "
@@ -176,6 +211,44 @@ def make_planner(spec: PlannerSpec, objective: Objective, action_low, action_hig
     """The planner of ``spec`` on J: ``spec.build(objective, action_low, action_high,
     params)`` (``params=None``: ``spec.default_params()``)."""
     return spec.build(objective, action_low, action_high, params)
+
+
+def parameterized(spec: PlannerSpec, objective: Objective, action_low, action_high,
+                  params: Any = None) -> Planner:
+    """The planner of a parameterised ``spec`` (``spec.parameterization`` != "step") as a
+    planner over the H executed steps.
+
+    ``spec.build_search`` searches K knots on J_K(knots) = J(clip(W @ knots)) (the clip
+    only bites for cubic overshoot); ``plan`` returns the first interpolated action with
+    ``info["plan"]`` = clip(W @ knots) [H, A] and ``info["knots"]`` [K, A]. The search
+    planner's warm starts re-sample its knots in time (its box's ``Spline.shift``), so
+    its ``advance`` applies unchanged.
+    """
+    spline = make_spline(spec.parameterization, spec.num_knots, spec.horizon)
+    low, high = check_bounds(action_low, action_high)
+
+    def expand(knots):
+        return jnp.clip(spline.expand(knots), low, high)
+
+    def knot_objective(objective_params, obs, knots, key):
+        return objective(objective_params, obs, expand(knots), key)
+
+    inner = spec.build_search(knot_objective, low, high, params)
+    if inner.horizon != spline.num_knots:
+        raise ValueError(
+            f"planner {spec.kind!r} does not support parameterization "
+            f"{spec.parameterization!r}: it searches {inner.horizon} steps, not "
+            f"num_knots = {spline.num_knots}. Build it with "
+            "mbjax.planners.make_sequence_planner (which sizes its box by the knots), "
+            "or use --planner.parameterization step")
+
+    def plan(params, objective_params, state, obs, key):
+        _, state, info = inner.plan(params, objective_params, state, obs, key)
+        knots = info["plan"]
+        actions = expand(knots)
+        return actions[0], state, {**info, "plan": actions, "knots": knots}
+
+    return inner._replace(plan=plan, horizon=spec.horizon, advance=planner_advance(inner))
 
 
 def carry_over(spec: PlannerSpec, spec_cls: type, **overrides) -> PlannerSpec:

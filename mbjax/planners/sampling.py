@@ -25,28 +25,48 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mbjax.planners.base import Planner, check_bounds, sanitize_returns
+from mbjax.planners.base import Planner, check_bounds, sanitize_returns, shift
+from mbjax.planners.splines import make_spline
 from mbjax.types import Array, PRNGKey
 
 
 class ActionBox(NamedTuple):
-    """Validated action bounds [A] of a planner, their middle, and the sizes H and A."""
+    """Validated action bounds [A] of a planner, their middle, and the sizes H and A of
+    the sequences it searches.
+
+    ``shift(sequence [..., H, A], fill [..., A], steps=1)`` is the warm-start shift of
+    those sequences: ``mbjax.planners.base.shift`` (drop a step, append ``fill``) for a
+    per-step planner; for a planner over K spline knots (``horizon`` = K) the knots
+    re-sampled ``steps`` executed steps later (``mbjax.planners.splines``). Planners
+    warm-start through ``box.shift`` so that a parameterisation applies to them.
+    """
 
     low: Array
     high: Array
     mid: Array
     horizon: int
     action_size: int
+    shift: Callable = shift
 
     def middle(self) -> Array:
         """The constant sequence [H, A] at the middle of the bounds (every initial mean)."""
         return jnp.broadcast_to(self.mid, (self.horizon, self.action_size))
 
 
-def action_box(action_low, action_high, horizon: int) -> ActionBox:
+def action_box(action_low, action_high, horizon: int, shift_fn: Callable = shift
+               ) -> ActionBox:
     """``ActionBox`` of bounds checked by ``check_bounds``; mid = (low + high) / 2."""
     low, high = check_bounds(action_low, action_high)
-    return ActionBox(low, high, (low + high) / 2.0, horizon, low.shape[0])
+    return ActionBox(low, high, (low + high) / 2.0, horizon, low.shape[0], shift_fn)
+
+
+def spec_box(spec, action_low, action_high) -> ActionBox:
+    """The box of the sequences ``spec``'s planner searches: H steps, or K knots with the
+    knots' re-sampling shift when ``spec.parameterization`` is not ``"step"``."""
+    if spec.parameterization == "step":
+        return action_box(action_low, action_high, spec.horizon)
+    spline = make_spline(spec.parameterization, spec.num_knots, spec.horizon)
+    return action_box(action_low, action_high, spline.num_knots, spline.shift)
 
 
 class Best(NamedTuple):
@@ -123,11 +143,12 @@ def make_sequence_planner(spec, action_low, action_high, params: Any,
       init: box -> the initial state (the warm start at the middle of the bounds).
       solve: (box, params, objective_params, state, obs, key) -> (solution [H, A], Best,
         next state, extra info dict).
-      advance: the planner's ``advance`` (None: the generic shift, ``planner_advance``).
+      advance: (box, state, info, steps) -> state, the planner's ``advance`` (None:
+        ``shift_box_sequences``, every [H, A] leaf shifted by ``box.shift``).
     """
     params = spec.default_params() if params is None else params
     spec.check_params(params)
-    box = action_box(action_low, action_high, spec.horizon)
+    box = spec_box(spec, action_low, action_high)
 
     def plan(params, objective_params, state, obs, key):
         solution, best, state, extra = solve(box, params, objective_params, state, obs, key)
@@ -135,5 +156,24 @@ def make_sequence_planner(spec, action_low, action_high, params: Any,
                 "num_nonfinite": best.num_nonfinite, **extra}
         return solution[0], state, info
 
+    def advance_box(state, info, steps: int):
+        if advance is None:
+            return shift_box_sequences(box, state, steps)
+        return advance(box, state, info, steps)
+
     return Planner(init=lambda key: init(box), plan=plan, default_params=params,
-                   horizon=box.horizon, action_size=box.action_size, advance=advance)
+                   horizon=box.horizon, action_size=box.action_size, advance=advance_box)
+
+
+def shift_box_sequences(box: ActionBox, state, steps: int):
+    """Every leaf of ``state`` with trailing shape [box.horizon, box.action_size] moved on
+    by ``steps`` (static) executed steps with ``box.shift``, its last step (or knot)
+    repeated past the end; other leaves stay. For a per-step box this is
+    ``mbjax.planners.base.shift_sequences``."""
+
+    def leaf(x):
+        if jnp.ndim(x) >= 2 and tuple(x.shape[-2:]) == (box.horizon, box.action_size):
+            return box.shift(x, x[..., -1, :], steps)
+        return x
+
+    return jax.tree_util.tree_map(leaf, state)
