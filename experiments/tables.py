@@ -324,9 +324,10 @@ def mpc_code_state() -> str:
     top = d["machine"].get("git")
     return "\n".join(md_table(["runs (rows of the tables above)", "code state"], rows) + [
         "", f"Source: [`results/results.json`](results/results.json), each run's "
-        f"`machine.git` (written by `run_all._git_state()`: HEAD plus the tracked `.py` files "
-        f"under `mbjax/` with uncommitted changes; untracked files are not recorded). The "
-        f"file's top-level `machine.git` (`{top}`) is only the state of its last write."])
+        f"`machine.git` (written by `mbjax.utils.bench.git_state()`: HEAD plus the tracked "
+        f"`.py` files under `mbjax/` with uncommitted changes; untracked files are not "
+        f"recorded). The file's top-level `machine.git` (`{top}`) is only the state of its "
+        f"last write."])
 
 
 def _fits(name: str) -> list[dict]:

@@ -294,21 +294,6 @@ def markdown(results: list[dict], machine: dict) -> str:
     return "\n".join(lines)
 
 
-def _git_state() -> str:
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=HERE, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
-                                "--", "../../mbjax"], capture_output=True, text=True,
-                               cwd=HERE, check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    changed = [p for p in dirty if p.endswith(".py")]
-    return head + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -322,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         for e in todo:
             print(f"{e.name:32s} {e.command}")
         return 0
-    from mbjax.utils.bench import machine_info
+    from mbjax.utils.bench import git_state, machine_info
 
     here = Path(os.path.relpath(HERE))  # relative paths in the stored summaries
     runs_dir = here / "runs" / ("quick" if args.quick else "full")
@@ -331,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     store = results_dir / "results.json"
     previous = json.loads(store.read_text())["experiments"] if store.exists() else []
     done = {r["name"]: r for r in previous}
-    machine = dict(machine_info(), git=_git_state())
+    machine = dict(machine_info(), git=git_state())
     for e in todo:
         print(f"\n=== {e.name}: {e.command}", flush=True)
         done[e.name] = run_experiment(e, runs_dir, results_dir, args.quick)

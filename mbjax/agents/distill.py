@@ -90,9 +90,16 @@ class DistillConfig(RunConfig):
     buffer_capacity: int = 50_000
     """Real transitions kept for the learned teacher's model."""
     eval_envs: int = 4
+    proposal_fraction: float = 0.0
+    """Fraction of the teacher's candidates that are rollouts of the student (traced;
+    TD-MPC2 / GPC, ``mbjax.planners.proposals``); > 0 builds the proposals (a sweep
+    over it needs a base value > 0). 0: the plain teacher (DAgger, Ross et al. 2011)."""
+    proposal_noise: float = 0.1
+    """Std of the proposals' action noise, in half-ranges of the bounds."""
 
     def __post_init__(self):
         super().__post_init__()
+        P.check_proposals(self.proposal_fraction, self.proposal_noise, self.planner)
         self.objective.check_planning_on(None if self.true_dynamics  # the teacher's
                                          else self.model.num_members)
         require_at_least(self, 1, "student_updates", "episodes_per_iteration",
@@ -123,19 +130,22 @@ class DistillHParams:
     model_learning_rate: Any
     learning_rate: Any  # the student's Adam step size
     beta_decay: Any
+    proposal_fraction: Any = 0.0
 
 
 def distill_hparams(config: DistillConfig) -> DistillHParams:
     return DistillHParams(planner=config.planner.default_params(),
                           objective=base.objective_params(config.objective),
                           model_learning_rate=config.model_train.learning_rate,
-                          learning_rate=config.learning_rate, beta_decay=config.beta_decay)
+                          learning_rate=config.learning_rate, beta_decay=config.beta_decay,
+                          proposal_fraction=config.proposal_fraction)
 
 
 def distill_traced_fields(config: DistillConfig) -> tuple[str, ...]:
     return (tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
             + base.OBJECTIVE_TRACED_FIELDS
-            + ("model_train.learning_rate", "learning_rate", "beta_decay"))
+            + ("model_train.learning_rate", "learning_rate", "beta_decay",
+               "proposal_fraction"))
 
 
 @struct.dataclass
@@ -236,6 +246,13 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         model = model_trainer.model
         objective = base.model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
+    proposing = cfg.proposal_fraction > 0
+    if proposing:  # the student's rollouts join the teacher's candidates
+        step = P.env_step(task.env) if cfg.true_dynamics else P.model_mean_step(model)
+        objective = P.make_proposal_objective(
+            objective, step, student.act, task.env.action_low, task.env.action_high,
+            cfg.proposal_noise, observe=(lambda s: s.obs) if cfg.true_dynamics else
+            (lambda o: o))
     planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
     batched = P.batch(planner)
     dataset = make_replay_buffer(cfg.dataset_capacity, N)
@@ -244,7 +261,10 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
     default_hparams = distill_hparams(cfg)
 
     def teacher_inputs(ts: DistillState):
-        return (ts.model_state, ts.hparams.objective, None)
+        inputs = (ts.model_state, ts.hparams.objective, None)
+        if proposing:
+            return P.ProposalInputs(inputs, ts.student, ts.hparams.proposal_fraction)
+        return inputs
 
     def init(key: PRNGKey, hparams: DistillHParams | None = None) -> DistillState:
         key, key_student, key_model, key_prefill = jax.random.split(key, 4)

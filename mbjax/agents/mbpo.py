@@ -115,6 +115,12 @@ class MBPOConfig(RunConfig):
     objective: ObjectiveConfig = ObjectiveConfig(num_particles=5, discount=0.99)
     """Objective for ``acting="mpc"``; its discount should match the critic's
     ``sac.discount`` so the reward sum and the value tail are on one scale."""
+    proposal_fraction: float = 0.0
+    """``acting="mpc"``: fraction of the planner's candidates that are rollouts of the SAC
+    actor's mean through the model (traced; TD-MPC2, ``mbjax.planners.proposals``); > 0
+    builds the proposals (a sweep over it needs a base value > 0)."""
+    proposal_noise: float = 0.1
+    """Std of the proposals' action noise, in half-ranges of the bounds."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -146,6 +152,10 @@ class MBPOConfig(RunConfig):
             raise ValueError("acting='mpc' plans on the model: it needs model_based=True")
         if self.acting == "mpc":
             self.objective.check_particles(self.model.num_members)
+        P.check_proposals(self.proposal_fraction, self.proposal_noise, self.planner)
+        if self.proposal_fraction > 0 and self.acting != "mpc":
+            raise ValueError("proposal_fraction > 0 feeds the planner of acting='mpc'; "
+                             "with acting='policy' there is no planner: set it to 0")
         if self.buffer_capacity < self.num_envs:
             raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must be >= "
                              f"num_envs ({self.num_envs})")
@@ -169,6 +179,7 @@ class MBPOHParams:
     model_learning_rate: Any
     planner: Any  # None unless acting == "mpc"
     objective: ObjectiveParams
+    proposal_fraction: Any = 0.0
 
 
 def mbpo_hparams(config: MBPOConfig, action_size: int) -> MBPOHParams:
@@ -177,7 +188,8 @@ def mbpo_hparams(config: MBPOConfig, action_size: int) -> MBPOHParams:
         sac=sac_hparams(config.sac, action_size), real_ratio=config.real_ratio,
         model_learning_rate=config.model_train.learning_rate,
         planner=config.planner.default_params() if config.acting == "mpc" else None,
-        objective=base.objective_params(config.objective))
+        objective=base.objective_params(config.objective),
+        proposal_fraction=config.proposal_fraction)
 
 
 def mbpo_traced_fields(config: MBPOConfig) -> tuple[str, ...]:
@@ -185,7 +197,7 @@ def mbpo_traced_fields(config: MBPOConfig) -> tuple[str, ...]:
     fields = SAC_TRACED_FIELDS + ("real_ratio", "model_train.learning_rate")
     if config.acting == "mpc":
         fields += tuple(f"planner.{f}" for f in traced_fields(type(config.planner)))
-        fields += base.OBJECTIVE_TRACED_FIELDS
+        fields += base.OBJECTIVE_TRACED_FIELDS + ("proposal_fraction",)
     return fields
 
 
@@ -466,8 +478,20 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
     if cfg.acting == "mpc":
         objective = base.model_objective(model, task, cfg.model, cfg.objective,
                                          cfg.env.name, terminal_value=sac.value)
+        if cfg.proposal_fraction > 0:  # the actor's rollouts join the candidates
+            objective = P.make_proposal_objective(
+                objective, P.model_mean_step(model),
+                lambda sac_state, obs: sac.act(sac_state, obs, jax.random.PRNGKey(0), True),
+                task.env.action_low, task.env.action_high, cfg.proposal_noise)
         planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
         batched_planner = P.batch(planner)
+
+    def planner_inputs(ts: MBPOState):
+        """The planner's objective_params: (model, objective floats, SAC for the value)."""
+        inputs = (ts.model_state, ts.hparams.objective, ts.sac_state)
+        if cfg.proposal_fraction > 0:
+            return P.ProposalInputs(inputs, ts.sac_state, ts.hparams.proposal_fraction)
+        return inputs
 
     refit_and_rollout = make_refit_and_rollout(
         model_trainer, real_buffer, elite_step, sac, starts_per_chunk, max_k,
@@ -499,7 +523,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             return sac.act(ts.sac_state, obs, key, deterministic), planner_state
         keys = jax.random.split(key, obs.shape[0])
         action, planner_state, _ = batched_planner.plan(
-            ts.hparams.planner, (ts.model_state, ts.hparams.objective, ts.sac_state),
+            ts.hparams.planner, planner_inputs(ts),
             planner_state, obs, keys)
         return action, planner_state
 
@@ -547,7 +571,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             pstate = batched_planner.init(jax.random.split(key_plan, cfg.eval_envs))
             _, _, transitions, _ = P.mpc(
                 eval_env, batched_planner, ts.hparams.planner,
-                (ts.model_state, ts.hparams.objective, ts.sac_state), state, pstate,
+                planner_inputs(ts), state, pstate,
                 key_run, L)
         return base.first_episode_return(transitions)
 

@@ -39,6 +39,13 @@ from mbjax.planners.objectives import (
     make_model_objective,
     make_sequence_objective,
 )
+from mbjax.planners.proposals import (
+    ProposalInputs,
+    check_proposals,
+    env_step,
+    make_proposal_objective,
+    model_mean_step,
+)
 from mbjax.planners.random_shooting import (
     RandomShootingConfig,
     RandomShootingParams,
@@ -59,6 +66,7 @@ from mbjax.planners.registry import (
 from mbjax.planners.sampling import (
     ActionBox,
     Best,
+    ProposalScore,
     evaluate,
     make_sequence_planner,
     no_best,
@@ -83,14 +91,15 @@ def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
 __all__ = [
     "ActionBox", "Best", "CEMConfig", "CEMGradientConfig", "CEMGradientParams", "CEMParams",
     "CEMState", "GradientConfig", "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig",
-    "MPPIParams", "Objective", "PARAMETERIZATIONS", "Planner", "PlannerSpec",
-    "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs", "batch",
-    "colored_noise", "discounted_return", "episode_restarted", "evaluate", "make_cem",
-    "make_cem_gradient", "make_env_objective", "make_gradient_planner", "make_icem",
-    "make_model_objective", "make_mppi", "make_planner", "make_random_shooting",
-    "make_sequence_objective", "make_sequence_planner", "make_spline", "mpc", "no_best",
-    "open_loop", "parameterized", "pddm_mppi_config", "planner_advance", "planner_kinds",
-    "planner_spec", "register_planner", "sampling_round", "sampling_rounds", "sanitize_returns",
-    "scorer", "shift", "shift_box_sequences", "shift_sequences", "spec_box", "spec_kind",
+    "MPPIParams", "Objective", "PARAMETERIZATIONS", "Planner", "PlannerSpec", "ProposalInputs",
+    "ProposalScore", "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs",
+    "batch", "check_proposals", "colored_noise", "discounted_return", "env_step",
+    "episode_restarted", "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
+    "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
+    "make_proposal_objective", "make_random_shooting", "make_sequence_objective",
+    "make_sequence_planner", "make_spline", "model_mean_step", "mpc", "no_best", "open_loop",
+    "parameterized", "pddm_mppi_config", "planner_advance", "planner_kinds", "planner_spec",
+    "register_planner", "sampling_round", "sampling_rounds", "sanitize_returns", "scorer",
+    "shift", "shift_box_sequences", "shift_sequences", "spec_box", "spec_kind",
     "switch_planner", "traced_fields", "track_best", "unregister_planner",
 ]

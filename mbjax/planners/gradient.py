@@ -61,6 +61,7 @@ class GradientConfig(PlannerSpec):
     """An optax optimiser: its name ("adam", "sgd", ...) or learning_rate -> transform."""
     learning_rate: float = GradientParams.learning_rate
     kind: str = spec_kind("gradient")
+    takes_proposals = False  # restarts by gradient ascent: no population to join
     params_type = GradientParams
     check_params = staticmethod(check_learning_rate)
 

@@ -30,7 +30,14 @@ from mbjax.planners.base import (
     check_range,
 )
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
-from mbjax.planners.sampling import evaluate, make_sequence_planner, no_best, scorer
+from mbjax.planners.sampling import (
+    evaluate,
+    make_sequence_planner,
+    no_best,
+    proposals_for,
+    scorer,
+    with_proposals,
+)
 
 
 @struct.dataclass
@@ -121,10 +128,12 @@ def _search(objective: Objective, action_low, action_high, config: ICEMConfig,
         std = params.init_std_scale * (high - low) / 4.0 * jnp.ones((h, a))
         best = no_best(mean)
         prev_elites = state.elites if config.shift_elites else None
+        largest = max(config.population_at(i) for i in range(config.iterations))
+        proposals = proposals_for(score, (largest, h, a), key)
         for i in range(config.iterations):  # unrolled: each iteration has its own size
             key, key_n, key_obj = jax.random.split(key, 3)
             noise = colored_noise(key_n, params.noise_exponent, config.population_at(i), h, a)
-            samples = jnp.clip(mean + std * noise, low, high)
+            samples = with_proposals(score, jnp.clip(mean + std * noise, low, high), proposals)
             extra = [prev_elites[:kept]] if prev_elites is not None and kept > 0 else []
             if i == config.iterations - 1:
                 extra.append(mean[None])

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 
 from mbjax.planners.base import Objective, Planner, check_bounds, check_positive, planner_advance
+from mbjax.planners.proposals import project_proposals
 from mbjax.planners.splines import check_parameterization, make_spline
 from mbjax.utils.registry import Registry
 
@@ -113,6 +114,9 @@ class PlannerSpec:
     parameterization: str = dataclasses.field(default="step", kw_only=True)
     num_knots: int | None = dataclasses.field(default=None, kw_only=True)
     params_type: ClassVar[type]
+    takes_proposals: ClassVar[bool] = True
+    """Whether the planner draws a candidate population that policy proposals can join
+    (``mbjax.planners.proposals``); False for planners without one (``gradient``)."""
 
     def __post_init__(self):
         check_positive(horizon=self.horizon)
@@ -232,6 +236,10 @@ def parameterized(spec: PlannerSpec, objective: Objective, action_low, action_hi
 
     def knot_objective(objective_params, obs, knots, key):
         return objective(objective_params, obs, expand(knots), key)
+
+    knot_propose = project_proposals(objective, spline.interpolation, low, high)
+    if knot_propose is not None:  # policy proposals, fitted to the knots
+        knot_objective.propose = knot_propose
 
     inner = spec.build_search(knot_objective, low, high, params)
     if inner.horizon != spline.num_knots:

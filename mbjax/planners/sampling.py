@@ -14,6 +14,11 @@ non-finite returns (scored with the shared NaN policy, ``sanitize_returns``):
 ``evaluate`` scores a population and updates it; ``sampling_round`` is one round of a
 sampling planner (sample from the carried distribution, score, update the distribution)
 and ``sampling_rounds`` scans it for a number of iterations with one key per round.
+
+Policy proposals (``mbjax.planners.proposals``): when J carries a ``propose``, ``scorer``
+returns a ``ProposalScore`` and the rounds splice the policy's candidates into every
+population (``proposing_sampler``); planners that build populations themselves (iCEM)
+call ``proposals_for`` / ``with_proposals``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mbjax.planners.base import Planner, check_bounds, sanitize_returns, shift
+from mbjax.planners.proposals import splice
 from mbjax.planners.splines import make_spline
 from mbjax.types import Array, PRNGKey
 
@@ -99,9 +105,57 @@ def track_best(best: Best, samples: Array, returns: Array) -> tuple[Best, Array]
 Score = Callable[[Array, PRNGKey], Array]  # (samples [N, H, A], key) -> returns [N]
 
 
+class ProposalScore(NamedTuple):
+    """A ``Score`` of an objective with policy proposals: ``score(samples, key)`` as
+    usual, ``propose(shape, key) -> proposals [N, H, A]`` and the traced ``fraction``."""
+
+    score: Score
+    propose: Callable
+    fraction: Array
+
+    def __call__(self, samples: Array, key: PRNGKey) -> Array:
+        return self.score(samples, key)
+
+
 def scorer(objective, objective_params, obs) -> Score:
-    """J with its first two arguments bound: (samples, key) -> returns [N]."""
-    return functools.partial(objective, objective_params, obs)
+    """J with its first two arguments bound: (samples, key) -> returns [N]; a
+    ``ProposalScore`` when J proposes candidates (it has ``propose``)."""
+    bound = functools.partial(objective, objective_params, obs)
+    propose = getattr(objective, "propose", None)
+    if propose is None:
+        return bound
+    return ProposalScore(bound, functools.partial(propose, objective_params, obs),
+                         objective_params.fraction)
+
+
+PROPOSAL_STREAM = 0x50524F50  # fold_in tag of the proposals' key ("PROP")
+
+
+def proposals_for(score: Score, shape: tuple[int, ...], key: PRNGKey) -> Array | None:
+    """The policy proposals [*shape] of a ``ProposalScore`` for one ``plan`` call, keyed by
+    fold_in(key, PROPOSAL_STREAM) (the planner's own draws are untouched); None for a
+    plain score."""
+    if not isinstance(score, ProposalScore):
+        return None
+    return score.propose(tuple(shape), jax.random.fold_in(key, PROPOSAL_STREAM))
+
+
+def with_proposals(score: Score, samples: Array, proposals: Array | None) -> Array:
+    """samples [N, H, A] with the last round(fraction N) rows replaced by proposals[:N]
+    (``proposals.splice``); samples unchanged when ``proposals`` is None."""
+    if proposals is None:
+        return samples
+    return splice(samples, proposals[:samples.shape[0]], score.fraction)
+
+
+def proposing_sampler(score: Score, sample: Callable, carry: Any, key: PRNGKey) -> Callable:
+    """``sample(carry, key)`` with the proposals of ``score`` (drawn once, here, for the
+    shape sample returns) spliced into every population; ``sample`` itself for a plain
+    score."""
+    if not isinstance(score, ProposalScore):
+        return sample
+    proposals = proposals_for(score, jax.eval_shape(sample, carry, key).shape, key)
+    return lambda carry, key: with_proposals(score, sample(carry, key), proposals)
 
 
 def evaluate(score: Score, samples: Array, key: PRNGKey, best: Best) -> tuple[Best, Array]:
@@ -112,7 +166,9 @@ def evaluate(score: Score, samples: Array, key: PRNGKey, best: Best) -> tuple[Be
 def sampling_round(score: Score, sample: Callable, update: Callable, carry: Any,
                    best: Best, key: PRNGKey) -> tuple[Any, Best]:
     """One round: samples = sample(carry, k1) [N, H, A], R = J(samples; k2) (sanitized),
-    carry = update(carry, samples, R), with (k1, k2) = split(key)."""
+    carry = update(carry, samples, R), with (k1, k2) = split(key); policy proposals
+    spliced in (``proposing_sampler``)."""
+    sample = proposing_sampler(score, sample, carry, key)
     key_sample, key_score = jax.random.split(key)
     samples = sample(carry, key_sample)
     best, returns = evaluate(score, samples, key_score, best)
@@ -121,7 +177,11 @@ def sampling_round(score: Score, sample: Callable, update: Callable, carry: Any,
 
 def sampling_rounds(score: Score, sample: Callable, update: Callable, carry: Any,
                     best: Best, key: PRNGKey, iterations: int) -> tuple[Any, Best]:
-    """``iterations`` rounds in a ``lax.scan``, round i keyed by split(key, iterations)[i]."""
+    """``iterations`` rounds in a ``lax.scan``, round i keyed by split(key, iterations)[i];
+    policy proposals drawn once for all rounds (``proposing_sampler``)."""
+    sample = proposing_sampler(score, sample, carry, key)
+    if isinstance(score, ProposalScore):
+        score = score.score  # spliced above: the rounds score plainly
 
     def body(state, key):
         return sampling_round(score, sample, update, *state, key), None

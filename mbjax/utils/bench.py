@@ -36,6 +36,26 @@ def machine_info() -> dict:
     }
 
 
+def git_state(repo: str | os.PathLike | None = None) -> str:
+    """The code state to store beside a result: HEAD (short) plus the tracked ``.py``
+    files under ``mbjax/`` with uncommitted changes ("unknown" outside a git checkout;
+    untracked files are not recorded)."""
+    import subprocess
+    from pathlib import Path
+
+    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=cwd, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                "--", "mbjax"], capture_output=True, text=True,
+                               cwd=cwd, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = [p for p in dirty if p.endswith(".py")]
+    return head + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def time_call(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
     """Runs ``fn`` once (compile + run) and then ``repeats`` times.
 
