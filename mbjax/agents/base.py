@@ -40,7 +40,11 @@ from mbjax.agents.config import (  # noqa: F401 (re-exported for the agents)
 )
 from mbjax.envs.wrappers import EpisodeWrapper
 from mbjax.models.true_dynamics import simulate
-from mbjax.planners.objectives import discounted_return, make_tunable_model_objective
+from mbjax.planners.objectives import (
+    discounted_return,
+    make_randomized_task_objective,
+    make_tunable_model_objective,
+)
 from mbjax.sharding import shard_along_data
 from mbjax.types import Array, Metrics, PRNGKey, Transition
 from mbjax.utils.registry import Registry
@@ -195,21 +199,36 @@ def model_objective(model, task: Task, model_config, objective: ObjectiveConfig,
     actions, key) of a learned model on the task (``make_tunable_model_objective``).
 
     Disagreement and the risk term are computed when the config's value is nonzero
-    (a sweep over them sets the base value to the grid's largest, see ``mbjax sweep``).
+    (a sweep over them sets the base value to the grid's largest, see ``mbjax sweep``);
+    the risk term (``objective.risk`` over the particles) also when the measure is not
+    mean_std.
     """
     objective.check_particles(model.num_members)
+    objective.check_learned_model()
     reward_fn, termination_fn = reward_functions(task, model_config, env_name)
     return make_tunable_model_objective(
         model, reward_fn, termination_fn, objective.num_particles, objective.propagation,
         with_disagreement=objective.uncertainty_penalty > 0,
-        with_risk=objective.risk_aversion > 0, terminal_value=terminal_value)
+        with_risk=objective.with_risk, terminal_value=terminal_value, risk=objective.risk)
 
 
-def simulator_objective(task: Task) -> Callable:
+def simulator_objective(task: Task, config: ObjectiveConfig | None = None) -> Callable:
     """J((_, ObjectiveParams, _), env_state, actions [N, H, A], key) -> returns [N] on the
     true simulator (``simulate`` of the task env, no auto-reset): sum_t gamma^t alive_t r_t
     with the traced discount gamma. The simulator is deterministic: there is no
-    disagreement or particle spread to penalise."""
+    disagreement or particle spread to penalise.
+
+    With ``config.num_randomized`` = M > 0: the returns on M simulators with randomised
+    physical parameters p (1 + s U(-1, 1)) (s = ``config.randomization_scale``, drawn
+    once with key 0, so every seed plans on the same M simulators), aggregated with
+    ``config.risk`` (traced cvar_alpha / risk_aversion;
+    ``mbjax.planners.objectives.make_randomized_task_objective``). Only envs with physical
+    parameters (the pure-JAX classic tasks) support it; others raise ValueError."""
+    if config is not None and config.num_randomized > 0:
+        randomized = make_randomized_task_objective(
+            task.env, config.num_randomized, config.randomization_scale,
+            jax.random.PRNGKey(0), risk=config.risk)
+        return lambda params, state, actions, key: randomized(params[1], state, actions, key)
 
     def objective(params, state, actions: Array, key: PRNGKey) -> Array:
         del key

@@ -26,8 +26,10 @@ from typing import Any, ClassVar, Literal
 from mbjax.models.base import ModelSpec, model_spec
 from mbjax.planners import PlannerSpec, planner_spec
 from mbjax.planners.objectives import ObjectiveParams
+from mbjax.planners.risk import RISK_MEASURES
 
 Propagation = Literal["ts_inf", "ts1", "expectation"]
+RiskMeasure = Literal["mean", "worst", "cvar", "mean_std"]  # RISK_MEASURES
 
 
 def require_at_least(config, minimum: int, *fields: str, prefix: str = "") -> None:
@@ -99,8 +101,11 @@ class DistributedConfig:
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
     """How a planner scores action sequences with a learned model
-    (``mbjax.planners.make_tunable_model_objective``). ``discount``, ``uncertainty_penalty``
-    and ``risk_aversion`` are traced (``ObjectiveParams``): sweeps vmap them."""
+    (``mbjax.planners.make_tunable_model_objective``) or on the simulator. ``discount``,
+    ``uncertainty_penalty``, ``risk_aversion`` and ``cvar_alpha`` are traced
+    (``ObjectiveParams``): sweeps vmap them. ``risk`` aggregates the returns over the
+    particles of a learned model, or over ``num_randomized`` simulators with randomised
+    physical parameters when planning on the simulator (``mbjax.planners.risk``)."""
 
     num_particles: int = 3
     """Particles per candidate (a multiple of the ensemble size for ts modes)."""
@@ -110,7 +115,17 @@ class ObjectiveConfig:
     uncertainty_penalty: float = 0.0
     """lambda of -lambda * ensemble disagreement per step."""
     risk_aversion: float = 0.0
-    """k of mean - k std over particles."""
+    """k of mean - k std over particles (risk mean_std)."""
+    risk: RiskMeasure = "mean_std"
+    """mean | worst | cvar | mean_std: the risk measure over particles / randomised
+    simulators (mean_std with risk_aversion 0 is the mean)."""
+    cvar_alpha: float = 1.0
+    """CVaR level alpha in (0, 1] for risk cvar: the mean of the worst alpha-fraction."""
+    num_randomized: int = 0
+    """M simulators with randomised physical parameters for true-dynamics planning
+    (0 = the nominal simulator only)."""
+    randomization_scale: float = 0.1
+    """Relative half-width s of the uniform randomisation p (1 + s U(-1, 1)), in [0, 1)."""
 
     def __post_init__(self):
         if self.num_particles < 1:
@@ -121,17 +136,51 @@ class ObjectiveConfig:
                              f"got {self.propagation!r}")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"objective.discount must be in (0, 1], got {self.discount}")
-        require_at_least(self, 0, "uncertainty_penalty", "risk_aversion", prefix="objective.")
+        require_at_least(self, 0, "uncertainty_penalty", "risk_aversion", "num_randomized",
+                         prefix="objective.")
+        if self.risk not in RISK_MEASURES:
+            raise ValueError(f"objective.risk must be one of {', '.join(RISK_MEASURES)}, "
+                             f"got {self.risk!r}")
+        if not 0.0 < self.cvar_alpha <= 1.0:
+            raise ValueError(f"objective.cvar_alpha must be in (0, 1], got {self.cvar_alpha}")
+        if not 0.0 <= self.randomization_scale < 1.0:
+            raise ValueError(f"objective.randomization_scale must be in [0, 1), got "
+                             f"{self.randomization_scale}")
+        if self.risk_aversion and self.risk != "mean_std":
+            raise ValueError(f"objective.risk_aversion is the k of risk mean_std; it would be "
+                             f"ignored with objective.risk {self.risk!r}: set it to 0")
+        if self.cvar_alpha != 1.0 and self.risk != "cvar":
+            raise ValueError(f"objective.cvar_alpha is the level of risk cvar; it would be "
+                             f"ignored with objective.risk {self.risk!r}: set it to 1")
+
+    @property
+    def with_risk(self) -> bool:
+        """Whether the risk measure differs from the plain mean (computed when on)."""
+        return self.risk != "mean_std" or self.risk_aversion > 0
 
     def check_planning_on(self, num_members: int | None) -> None:
         """Checks the objective against what it plans on: a learned model of
-        ``num_members`` members, or the deterministic simulator (None)."""
+        ``num_members`` members, or the simulator (None; deterministic, so a risk measure
+        needs ``num_randomized`` > 0 randomised simulators)."""
         if num_members is not None:
             self.check_particles(num_members)
-        elif self.uncertainty_penalty or self.risk_aversion:
-            raise ValueError("objective.uncertainty_penalty and objective.risk_aversion "
-                             "need a learned model; the simulator (true_dynamics) is "
-                             "deterministic: set them to 0")
+            self.check_learned_model()
+        elif self.uncertainty_penalty:
+            raise ValueError("objective.uncertainty_penalty: disagreement penalties need a "
+                             "learned model; the simulator (true_dynamics) is deterministic: "
+                             "set it to 0")
+        elif self.with_risk and self.risk != "mean" and not self.num_randomized:
+            raise ValueError(f"objective.risk {self.risk!r} with objective.risk_aversion "
+                             f"{self.risk_aversion}: risk measures need a learned model or "
+                             "objective.num_randomized > 0 randomised simulators; the "
+                             "nominal simulator (true_dynamics) is deterministic")
+
+    def check_learned_model(self) -> None:
+        """Planning on a learned model: its risk is over particles, not simulators."""
+        if self.num_randomized:
+            raise ValueError("objective.num_randomized > 0 is supported for true-dynamics "
+                             "planning (true_dynamics=True) only; on a learned model the "
+                             "risk measure is over its particles: set it to 0")
 
     def check_particles(self, num_members: int) -> None:
         """TS propagation needs num_particles to be a multiple of the ensemble size."""
@@ -145,11 +194,12 @@ def objective_params(config: ObjectiveConfig) -> ObjectiveParams:
     """The traced floats of ``config`` (``mbjax.planners.ObjectiveParams``)."""
     return ObjectiveParams(discount=config.discount,
                            uncertainty_penalty=config.uncertainty_penalty,
-                           risk_aversion=config.risk_aversion)
+                           risk_aversion=config.risk_aversion,
+                           cvar_alpha=config.cvar_alpha)
 
 
 OBJECTIVE_TRACED_FIELDS = ("objective.discount", "objective.uncertainty_penalty",
-                           "objective.risk_aversion")
+                           "objective.risk_aversion", "objective.cvar_alpha")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,7 +150,7 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
                                 cfg.model_train)
     model = model_trainer.model
     if cfg.true_dynamics:
-        objective = base.simulator_objective(task)
+        objective = base.simulator_objective(task, cfg.objective)
         observe = strip_episode_info
     else:
         objective = base.model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)

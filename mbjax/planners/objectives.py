@@ -8,7 +8,12 @@ ensemble (``mbjax.models.rollout``):
 over P particles per candidate, where u_t is the ensemble disagreement, c(a) the action
 magnitude / smoothness cost, alive_t = 1 until a predicted termination (a terminated
 trajectory stops accruing reward, plus an optional one-off ``termination_penalty``), and
-risk_p is the mean over particles or mean - k std (``risk_aversion`` k).
+risk_p is a risk measure over the particles (``mbjax.planners.risk``: the mean, the worst
+case, CVaR_alpha or mean - k std with ``risk_aversion`` k; the default is mean - k std).
+
+``make_env_objective`` plans on the true simulator and ``make_randomized_env_objective`` on
+M simulators with randomised physical parameters, the returns aggregated with the same
+risk measures over the M simulators (hydrax-style risk-aware planning).
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from flax import struct
 
 from mbjax.models.ensemble import EnsembleModel
 from mbjax.models.rollout import check_propagation, rollout_particles
+from mbjax.planners.risk import (
+    aggregate,
+    check_risk,
+    env_with_params,
+    physical_params,
+    randomize_params,
+    replace_params,
+)
 from mbjax.sharding import shard_along_data
 from mbjax.types import Array, PRNGKey
 
@@ -62,12 +75,15 @@ class ObjectiveParams:
     """The traced floats of a model objective: a sweep over them is a ``vmap``.
 
     discount: gamma per step, in (0, 1]; uncertainty_penalty: lambda >= 0 (per-step
-    ensemble disagreement cost); risk_aversion: k >= 0 in mean - k std over particles.
+    ensemble disagreement cost); risk_aversion: k >= 0 in mean - k std over particles
+    (risk "mean_std"); cvar_alpha: the CVaR level alpha in (0, 1] (risk "cvar"). New
+    fields go at the end (positional constructions stay valid).
     """
 
     discount: Any = 1.0
     uncertainty_penalty: Any = 0.0
     risk_aversion: Any = 0.0
+    cvar_alpha: Any = 1.0
 
 
 def make_tunable_model_objective(
@@ -83,6 +99,7 @@ def make_tunable_model_objective(
     action_magnitude_cost: float = 0.0,
     action_smoothness_cost: float = 0.0,
     sample: bool = True,
+    risk: str = "mean_std",
 ):
     """Builds J((model_state, hparams, value_params), obs [O], actions [N, H, A], key) -> [N]
 
@@ -93,11 +110,15 @@ def make_tunable_model_objective(
                        + gamma^H alive_H V(value_params, s_H) )
 
     Static switches: ``with_disagreement`` computes u_t (needed for lambda != 0; without
-    it lambda is ignored), ``with_risk`` applies mean - k std (without it: the mean).
+    it lambda is ignored), ``with_risk`` applies the risk measure ``risk`` over the P
+    particles (without it: the mean). ``risk`` (static, ``mbjax.planners.risk``): "mean",
+    "worst" (min over particles), "cvar" (CVaR at the traced level ``hparams.cvar_alpha``)
+    or "mean_std" (mean - k std, k = the traced ``hparams.risk_aversion``; the default).
     ``terminal_value(value_params, obs [O]) -> []`` (e.g. a SAC critic's value; None: no
     tail, ``value_params`` unused). Other arguments as in ``make_model_objective``.
     """
     check_propagation(propagation, num_particles, model.num_members)
+    check_risk(risk)
 
     def objective(params, obs: Array, actions: Array, key: PRNGKey) -> Array:
         model_state, hparams, value_params = params
@@ -118,7 +139,7 @@ def make_tunable_model_objective(
         ret = discounted_return(rewards, out.terminated, hparams.discount,
                                 termination_penalty, values).reshape(n, p)
         if with_risk:
-            return ret.mean(-1) - hparams.risk_aversion * ret.std(-1)
+            return aggregate(ret, risk, hparams.cvar_alpha, hparams.risk_aversion)
         return ret.mean(-1)
 
     return objective
@@ -216,3 +237,89 @@ def make_env_objective(env, discount: float = 1.0, termination_penalty: float = 
         return discounted_return(out.reward, out.terminated, discount, termination_penalty)
 
     return objective
+
+
+def make_randomized_env_objective(
+    env_fn: Callable,
+    nominal_params,
+    num_randomized: int,
+    scale: float,
+    key: PRNGKey,
+    risk: str = "mean",
+    discount: float = 1.0,
+    cvar_alpha: float = 1.0,
+    std_weight: float = 0.0,
+    termination_penalty: float = 0.0,
+    fields=None,
+):
+    """J for planning on M = ``num_randomized`` simulators with randomised physical
+    parameters (domain randomisation; hydrax's risk-aware planning, ``mbjax.planners.risk``):
+
+        J(a) = rho_m( sum_t gamma^t alive_t r_t  on the simulator env_fn(p_m) ),
+        p_m = p_nominal (1 + scale u_m),  u_m ~ U(-1, 1) per field,
+
+    with rho the risk measure ``risk`` over the M simulators. The M parameter sets are
+    drawn once, here, with ``key`` (``randomize_params``; J's own key is unused: the same
+    simulators score every candidate and every planning step). Every candidate of
+    actions [N, H, A] is simulated on all M simulators from the same start env ``State``
+    (J's ``obs``; a ``vmap`` over the M parameter sets of ``simulate`` of ``env_fn(p_m)``).
+
+    Args:
+      env_fn: ``env_fn(params) -> env``, the task env (no auto-reset) simulating with
+        physical parameters ``params`` (e.g. ``lambda p: Pendulum(params=p)``, or
+        ``lambda p: env_with_params(task_env, p)``); called with traced parameters.
+      nominal_params: the nominal parameter dataclass (``PendulumParams``,
+        ``CartpoleParams``, ...) or dict; the same handle system identification fits.
+      num_randomized: M >= 1.
+      scale: relative half-width of the uniform randomisation, in [0, 1) (0: M copies of
+        the nominal simulator).
+      key: PRNG key of the draw.
+      risk: the risk measure over simulators (``RISK_MEASURES``; static).
+      discount, cvar_alpha, std_weight: gamma, the CVaR level and k of mean - k std, used
+        when J's ``objective_params`` is None. Given an ``ObjectiveParams`` instead, J
+        uses its traced ``discount``, ``cvar_alpha`` and ``risk_aversion`` (as k).
+      termination_penalty: one-off cost at a termination.
+      fields: names of the fields to randomise (default: every float field).
+
+    The drawn parameters are J's attribute ``simulator_params`` ({field: [M, ...]}).
+    """
+    from mbjax.models.true_dynamics import simulate
+
+    check_risk(risk, cvar_alpha, std_weight)
+    drawn = randomize_params(nominal_params, num_randomized, scale, key, fields)
+
+    def returns_on(fields_m, state, actions, gamma):
+        env = env_fn(replace_params(nominal_params, fields_m))
+        out = simulate(env, state, actions)
+        return discounted_return(out.reward, out.terminated, gamma, termination_penalty)
+
+    def objective(objective_params, state, actions, key):
+        del key
+        if objective_params is None:
+            gamma, alpha, k = discount, cvar_alpha, std_weight
+        else:
+            gamma = objective_params.discount
+            alpha, k = objective_params.cvar_alpha, objective_params.risk_aversion
+        actions = shard_along_data(actions)
+        rets = jax.vmap(returns_on, in_axes=(0, None, None, None))(
+            drawn, state, actions, gamma)  # [M, N]
+        return aggregate(rets.T, risk, alpha, k)
+
+    objective.simulator_params = drawn
+    return objective
+
+
+def make_randomized_task_objective(env, num_randomized: int, scale: float, key: PRNGKey,
+                                   **kwargs):
+    """``make_randomized_env_objective`` for an existing task env (wrappers such as
+    ``ActionRepeat`` included): its own physical parameters are the nominal ones and
+    ``env_with_params`` rebuilds it with p_m. Raises ValueError if the env has none
+    (brax / MJX envs)."""
+    nominal = physical_params(env)
+    if nominal is None:
+        raise ValueError(
+            f"{env.name}: randomised simulators (num_randomized > 0) are supported for envs "
+            "with physical parameters (the pure-JAX SimulatorEnv tasks: pendulum, "
+            "cartpole_swingup, ...) only")
+    return make_randomized_env_objective(lambda p: env_with_params(env, p), nominal,
+                                         num_randomized, scale, key, **kwargs)
