@@ -72,7 +72,7 @@ Identifiability (what one-step data can and cannot determine):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -86,6 +86,7 @@ from mbjax.envs.acting import Policy, uniform_random_policy
 from mbjax.envs.base import Env, State
 from mbjax.envs.classic import angle_normalize
 from mbjax.planners import CEMConfig, CEMParams, make_cem
+from mbjax.planners.risk import param_fields, replace_params
 from mbjax.types import Array, PRNGKey
 
 #: dynamics_fn(params, x [S], action [A]) -> x' [S], for ONE transition.
@@ -233,22 +234,6 @@ class CEMSysIdConfig(_FitSpec):
 # ----------------------------------------------------------------------------------------
 
 
-def param_fields(params) -> dict[str, Any]:
-    """The named fields of a parameter dataclass or dict, as a dict."""
-    if isinstance(params, Mapping):
-        return dict(params)
-    if dataclasses.is_dataclass(params) and not isinstance(params, type):
-        return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
-    raise TypeError(f"parameters must be a dataclass (e.g. PendulumParams) or a dict of "
-                    f"arrays, got {type(params).__name__}")
-
-
-def _replace_fields(params, updates: dict[str, Any]):
-    if isinstance(params, Mapping):
-        return {**params, **updates}
-    return dataclasses.replace(params, **updates)
-
-
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -271,7 +256,7 @@ class _Space:
     def to_params(self, init_params, theta: dict[str, Array]):
         values = {n: (jnp.exp(theta[n]) if is_log else theta[n])
                   for n, is_log in zip(self.names, self.log)}
-        return _replace_fields(init_params, values)
+        return replace_params(init_params, values)
 
 
 def _make_space(init_params, spec: _FitSpec) -> _Space:

@@ -72,7 +72,8 @@ SPECS = {
 OPTIMAL_COST = float(X0 @ P_MAT @ X0)
 
 
-def plan_once(planner, objective_params, key=jax.random.PRNGKey(4)):
+def plan_once(planner, objective_params, seed: int = 4):
+    key = jax.random.PRNGKey(seed)
     return jax.jit(planner.plan)(planner.default_params, objective_params,
                                  planner.init(key), X0, key)
 

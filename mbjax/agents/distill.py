@@ -66,7 +66,8 @@ class DistillConfig(RunConfig):
                                       sigma=1.0)
     """The teacher's planner (any registered kind)."""
     objective: ObjectiveConfig = ObjectiveConfig(num_particles=3)
-    """The learned teacher's objective (the simulator teacher uses only its discount)."""
+    """The teacher's objective: on the learned model, or on the simulator (its discount,
+    and its risk over ``num_randomized`` randomised simulators)."""
     true_dynamics: bool = True
     """Teacher plans on the true simulator; False: on an ensemble fitted to the data."""
     model: ModelSpec = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(64, 64),
@@ -240,7 +241,8 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
     adam, half = student.optimizer, student.half
     model = model_trainer = None
     if cfg.true_dynamics:
-        objective, observe = base.simulator_objective(task), strip_episode_info
+        objective = base.simulator_objective(task, cfg.objective)
+        observe = strip_episode_info
     else:
         model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
         model = model_trainer.model

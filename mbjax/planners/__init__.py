@@ -1,5 +1,6 @@
-"""Planners over action sequences: random shooting, CEM, PDDM's filtered MPPI, iCEM,
-gradient-based and CEM -> gradient, plus objectives and MPC execution.
+"""Planners over action sequences: random shooting, CEM, PDDM's filtered MPPI, annealed
+MPPI (DIAL-MPC), iCEM, gradient-based and CEM -> gradient, any of them over spline knots
+(``splines``) and with policy proposals (``proposals``), plus objectives and MPC execution.
 
 >>> objective = make_model_objective(model, env.reward_fn, num_particles=20)
 >>> planner = make_cem(objective, env.action_low, env.action_high, CEMConfig(horizon=30))
@@ -11,6 +12,12 @@ and tunable floats) registered by its ``kind``; ``make_planner(planner_spec("cem
 objective, low, high)`` builds one by name (see ``mbjax.planners.registry``).
 """
 
+from mbjax.planners.annealed_mppi import (
+    AnnealedMPPIConfig,
+    AnnealedMPPIParams,
+    make_annealed_mppi,
+    noise_schedule,
+)
 from mbjax.planners.base import (
     Objective,
     Planner,
@@ -31,12 +38,14 @@ from mbjax.planners.gradient import (
 )
 from mbjax.planners.icem import ICEMConfig, ICEMParams, colored_noise, make_icem
 from mbjax.planners.mpc import episode_restarted, mpc, open_loop
-from mbjax.planners.mppi import MPPIConfig, MPPIParams, make_mppi
+from mbjax.planners.mppi import MPPIConfig, MPPIParams, make_mppi, mppi_advance
 from mbjax.planners.objectives import (
     action_costs,
     discounted_return,
     make_env_objective,
     make_model_objective,
+    make_randomized_env_objective,
+    make_randomized_task_objective,
     make_sequence_objective,
 )
 from mbjax.planners.proposals import (
@@ -62,6 +71,15 @@ from mbjax.planners.registry import (
     switch_planner,
     traced_fields,
     unregister_planner,
+)
+from mbjax.planners.risk import (
+    RISK_MEASURES,
+    aggregate,
+    check_risk,
+    cvar_weights,
+    env_with_params,
+    physical_params,
+    randomize_params,
 )
 from mbjax.planners.sampling import (
     ActionBox,
@@ -89,17 +107,21 @@ def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
 
 
 __all__ = [
-    "ActionBox", "Best", "CEMConfig", "CEMGradientConfig", "CEMGradientParams", "CEMParams",
-    "CEMState", "GradientConfig", "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig",
-    "MPPIParams", "Objective", "PARAMETERIZATIONS", "Planner", "PlannerSpec", "ProposalInputs",
-    "ProposalScore", "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs",
-    "batch", "check_proposals", "colored_noise", "discounted_return", "env_step",
-    "episode_restarted", "evaluate", "make_cem", "make_cem_gradient", "make_env_objective",
+    "ActionBox", "AnnealedMPPIConfig", "AnnealedMPPIParams", "Best", "CEMConfig",
+    "CEMGradientConfig", "CEMGradientParams", "CEMParams", "CEMState", "GradientConfig",
+    "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig", "MPPIParams", "Objective",
+    "PARAMETERIZATIONS", "Planner", "PlannerSpec", "ProposalInputs", "ProposalScore",
+    "RISK_MEASURES", "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs",
+    "aggregate", "batch", "check_proposals", "check_risk", "colored_noise", "cvar_weights",
+    "discounted_return", "env_step", "env_with_params", "episode_restarted", "evaluate",
+    "make_annealed_mppi", "make_cem", "make_cem_gradient", "make_env_objective",
     "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
-    "make_proposal_objective", "make_random_shooting", "make_sequence_objective",
-    "make_sequence_planner", "make_spline", "model_mean_step", "mpc", "no_best", "open_loop",
-    "parameterized", "pddm_mppi_config", "planner_advance", "planner_kinds", "planner_spec",
-    "register_planner", "sampling_round", "sampling_rounds", "sanitize_returns", "scorer",
-    "shift", "shift_box_sequences", "shift_sequences", "spec_box", "spec_kind",
-    "switch_planner", "traced_fields", "track_best", "unregister_planner",
+    "make_proposal_objective", "make_random_shooting", "make_randomized_env_objective",
+    "make_randomized_task_objective", "make_sequence_objective", "make_sequence_planner",
+    "make_spline", "model_mean_step", "mpc", "mppi_advance", "no_best", "noise_schedule",
+    "open_loop", "parameterized", "pddm_mppi_config", "physical_params", "planner_advance",
+    "planner_kinds", "planner_spec", "randomize_params", "register_planner", "sampling_round",
+    "sampling_rounds", "sanitize_returns", "scorer", "shift", "shift_box_sequences",
+    "shift_sequences", "spec_box", "spec_kind", "switch_planner", "traced_fields", "track_best",
+    "unregister_planner",
 ]

@@ -50,15 +50,19 @@ import jax.numpy as jnp
 from flax import struct
 
 from mbjax.planners.base import Objective, Planner, check_positive, check_range
-from mbjax.planners.mppi import MPPIParams, MPPIState, check_mppi_params, filtered_samples
+from mbjax.planners.mppi import (
+    MPPIParams,
+    MPPIState,
+    check_mppi_params,
+    filtered_samples,
+    mppi_advance,
+)
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
 from mbjax.planners.sampling import (
-    ActionBox,
     make_sequence_planner,
     no_best,
     sampling_rounds,
     scorer,
-    shift_box_sequences,
 )
 from mbjax.types import Array
 
@@ -126,14 +130,6 @@ class AnnealedMPPIConfig(PlannerSpec):
 
     def build_search(self, objective, action_low, action_high, params=None) -> Planner:
         return make_annealed_search(objective, action_low, action_high, self, params)
-
-
-def mppi_advance(box: ActionBox, state: MPPIState, info, steps: int) -> MPPIState:
-    """MPPI's ``advance``: the mean shifted by ``steps`` more executed steps (``box.shift``)
-    and a_{-1} = the last executed action ``info["plan"][steps]`` (of the executed plan
-    [H, A], also under a parameterisation)."""
-    state = shift_box_sequences(box, state, steps)
-    return state.replace(prev_action=info["plan"][steps])
 
 
 def make_annealed_search(objective: Objective, action_low, action_high,

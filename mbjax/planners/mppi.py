@@ -82,6 +82,15 @@ class MPPIState:
     prev_action: jax.Array  # [A] last executed action
 
 
+def mppi_advance(box, state: MPPIState, info, steps: int) -> MPPIState:
+    """MPPI's ``advance``: the mean moved on by ``steps`` more executed steps
+    (``shift_box_sequences``) and a_{-1} of the next call = the last executed action
+    ``info["plan"][steps]`` (of the executed plan [H, A], also under a parameterisation,
+    where the mean is over knots)."""
+    state = shift_box_sequences(box, state, steps)
+    return state.replace(prev_action=info["plan"][steps])
+
+
 def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high):
     """a_t = beta (mu_t + eps_t) + (1 - beta) a_{t-1}; returns [N, H, A] clipped."""
     eps = sigma * hash_normal(key, (population,) + mean.shape)
@@ -117,17 +126,11 @@ def _search(objective: Objective, action_low, action_high, config: MPPIConfig,
         best = best._replace(value=last_max)
         return mean, best, MPPIState(mean=box.shift(mean, mean[-1]), prev_action=mean[0]), {}
 
-    def advance(box, state: MPPIState, info, steps: int) -> MPPIState:
-        # a_{-1} of the next call: the last executed action (of the executed plan
-        # [H, A], also under a parameterisation, where the mean is over knots).
-        state = shift_box_sequences(box, state, steps)
-        return state.replace(prev_action=info["plan"][steps])
-
     def init(box):
         return MPPIState(mean=box.middle(), prev_action=box.mid)
 
     return make_sequence_planner(config, action_low, action_high, params, init, solve,
-                                 advance)
+                                 mppi_advance)
 
 
 def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig | None = None,
