@@ -19,12 +19,18 @@ mbrl-lib (PyPI ``mbrl`` 0.2.0, torch CPU, optional ``bench`` extra) runs in a su
 (``benchmarks/_mbrl_planner.py``) as installed and with tuned glibc malloc; for N
 environments it would run N calls, so its per-environment time is its per-call time.
 
-Writes benchmarks/results/planner_throughput_<device>.json and .png.
+``--kinds``: every registered planner kind (``mbjax.planners.planner_kinds()``, iLQR on
+the ensemble's mean model) and each over 4 cubic knots, on the ``small`` model at N = 1
+and 16 (sizes ``KIND_SIZES`` where a spec has the field); time per call and per env.
+
+Writes benchmarks/results/planner_throughput_<device>.json and .png (``--kinds`` alone:
+planner_kinds_<device>.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -98,6 +104,54 @@ def time_ours(s, n: int, repeats: int, chunk: int | None = None) -> dict:
     return {"compile_and_first_s": first, "median_s": median}
 
 
+KIND_SIZES = dict(horizon=15, population=200, num_elites=20, iterations=3, num_restarts=8,
+                  num_refine=4, refine_iterations=5)
+
+
+def kind_specs():
+    """(label, spec) of every registered planner kind at ``KIND_SIZES`` (where the spec
+    has the field), plain and over 4 cubic knots."""
+    for kind in P.planner_kinds():
+        cls = P.planner_spec(kind)
+        names = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in KIND_SIZES.items() if k in names})
+        yield kind, spec
+        yield f"{kind}+cubic4", dataclasses.replace(spec, parameterization="cubic",
+                                                    num_knots=4)
+
+
+def time_kind(spec, n: int, repeats: int) -> dict:
+    """Time per call of ``spec`` on the ``small`` model for N environments (iLQR plans on
+    the members' mean model through its stepwise problem)."""
+    s = SETTINGS["small"]
+    model, state, objective, _ = build(s)
+    if spec.kind == "ilqr":
+        from mbjax.planners import ilqr
+
+        reward_fn = lambda o, a, n: n[0] - 0.1 * jnp.sum(a**2)
+        objective = ilqr.stepwise_objective(ilqr.ensemble_mean_problem(model, reward_fn))
+    planner = P.make_planner(spec, objective, -jnp.ones(ACT), jnp.ones(ACT))
+    batched = P.batch(planner)
+    keys = jax.random.split(jax.random.PRNGKey(1), n)
+    pstate = jax.jit(batched.init)(keys)
+    obs = jnp.zeros((n, OBS))
+    plan = jax.jit(batched.plan)
+    first, median = time_call(lambda: plan(planner.default_params, state, pstate, obs, keys)[0],
+                              repeats)
+    return {"compile_and_first_s": first, "median_s": median, "per_env_call_s": median / n}
+
+
+def time_kinds(repeats: int, num_envs=(1, 16)) -> list[dict]:
+    rows = []
+    for label, spec in kind_specs():
+        for n in num_envs:
+            r = time_kind(spec, n, repeats)
+            rows.append({"planner": label, "num_envs": n, **r})
+            print(f"{label:24s} N={n:3d} {r['median_s'] * 1e3:8.1f} ms/call "
+                  f"{r['per_env_call_s'] * 1e3:8.2f} ms/env", flush=True)
+    return rows
+
+
 def matmul_ceiling(repeats: int) -> float:
     """FLOP/s of [5, B, 200] x [5, 200, 200] (the ensemble layer shape), B = 8192 on a CPU
     and 2^20 on an accelerator (a small matmul only measures launch latency there; the
@@ -150,10 +204,20 @@ def main() -> None:
                         help="run the mbrl-lib baseline when installed")
     parser.add_argument("--mbrl-calls", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--kinds", action="store_true",
+                        help="only time every registered planner kind (+ cubic knots)")
     args = parser.parse_args()
 
     info = machine_info()
     info["loadavg_start"] = os.getloadavg()
+    if args.kinds:
+        from mbjax.utils.bench import git_state
+
+        rows = time_kinds(args.repeats)
+        info.update(loadavg_end=os.getloadavg(), git=git_state())
+        write_result({"machine": info, "sizes": KIND_SIZES, "rows": rows}, "planner_kinds",
+                     args.out, lambda png: _plot_kinds(rows, png, info))
+        return
     gpu = info["platform"] != "cpu"
     defaults = {"pets": [1, 16, 256] if gpu else [1],
                 "pddm": [1, 16, 256, 1024] if gpu else [1, 16, 256],
@@ -246,6 +310,25 @@ def _plot(rows, path: Path, info) -> None:
     style_axes(ax, xlog=2, ylog=10, xlabel="parallel environments N",
                ylabel="ms per environment-call",
                title=f"planning time per env, {info['device_kind']}", legend=7)
+    save_figure(fig, path)
+
+
+def _plot_kinds(rows, path: Path, info) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["planner"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, n in enumerate(sorted({r["num_envs"] for r in rows})):
+        ms = [next(r["per_env_call_s"] for r in rows if r["planner"] == lab
+                   and r["num_envs"] == n) * 1e3 for lab in labels]
+        ax.bar([j + 0.4 * i for j in range(len(labels))], ms, width=0.4, label=f"N = {n}")
+    ax.set_xticks([j + 0.2 for j in range(len(labels))], labels, rotation=60, ha="right",
+                  fontsize=7)
+    style_axes(ax, ylog=10, ylabel="ms per environment-call",
+               title=f"planner kinds, small model, {info['device_kind']}", legend=7)
     save_figure(fig, path)
 
 
