@@ -567,6 +567,32 @@ def hand_baoding() -> str:
 # -------------------------------------------------------------------------------------
 
 
+# -------------------------------------------------------------------------------------
+# experiments/planning_dimension
+# -------------------------------------------------------------------------------------
+
+
+@table_of("planning_dimension/README.md", "lq-gap", "planning_dimension/results/lq_gap.json")
+def lq_gap(d: dict, f: str) -> str:
+    """Relative gap to the LQ optimum per planner (rows) and search dimension (columns) at
+    the smallest and the largest budget, and the splines' representable floor."""
+    rows_in = d["rows"]
+    dims = sorted({r["dimension"] for r in rows_in})
+    budgets = sorted({r["budget_sequences"] for r in rows_in})
+    names = list(dict.fromkeys(r["planner"] for r in rows_in))
+    gap = {(r["planner"], r["dimension"], r["budget_sequences"]): r["gap_mean"]
+           for r in rows_in}
+    header = ["planner"] + [f"N={b}: dim {dd}" for b in (budgets[0], budgets[-1])
+                            for dd in dims]
+    rows = [[n] + [num(gap[(n, dd, b)], ".3g") if (n, dd, b) in gap else "-"
+                   for b in (budgets[0], budgets[-1]) for dd in dims] for n in names]
+    floor = {x["dimension"]: x["spline_floor_gap"] for x in d["spline_floors"]}
+    rows.append(["*spline floor*"] + [num(floor[dd], ".3g") for _ in (0, 1) for dd in dims])
+    m = d["machine"]
+    return "\n".join(md_table(header, rows) + ["", source(
+        "planning_dimension", f, machine_text=machine(m), code=code_state(m))])
+
+
 @table_of("sweeps/README.md", "sweep-kappa-horizon", "sweeps/results/sweep.json")
 def sweep_kappa_horizon(d: dict, f: str) -> str:
     res = d["results"]

@@ -75,3 +75,13 @@ def test_extending_guide_runs(clean_registries):
     results = namespace["results"]
     assert [r["point"] for r in results] == ["std=0.2", "std=0.8"]
     assert results[0]["return_mean"] != results[1]["return_mean"]
+
+
+def test_extending_guide_lists_every_builtin_planner():
+    """The planner table of docs/extending.md names every registered built-in kind."""
+    from mbjax.planners import planner_kinds, planner_spec
+
+    builtin = {k for k in planner_kinds()
+               if planner_spec(k).__module__.startswith("mbjax.planners")}
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", DOC.read_text(), flags=re.M))
+    assert len(builtin) >= 7 and builtin <= listed, builtin - listed

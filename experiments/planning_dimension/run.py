@@ -243,8 +243,8 @@ def stepwise_ilqr_objective(r: float):
         a, b = params
         return a @ x + b @ u
 
-    def reward(params, x, u, x_next):
-        return -(x @ x + r * u @ u)
+    def reward(x, u, x_next):  # cost - |x0|^2 = sum_t |x_{t+1}|^2 + r |u_t|^2
+        return -(x_next @ x_next + r * u @ u)
 
     problem = ilqr.sequence_problem(step, reward)
     return ilqr.stepwise_objective(problem), problem
@@ -266,7 +266,8 @@ def tune_mppi(horizon: int = 12, action_size: int = 8, budget: int = 2048,
     return rows
 
 
-def run(sizes, budgets, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def run(sizes, budgets, seed: int = 0, with_ilqr: bool = True
+        ) -> tuple[list[dict], list[dict]]:
     rows, floors = [], []
     for horizon, action_size in sizes:
         problem = lq_problem(horizon, action_size, seed)
@@ -277,7 +278,8 @@ def run(sizes, budgets, seed: int = 0) -> tuple[list[dict], list[dict]]:
         for budget in budgets:
             specs = dict(planner_specs(horizon, budget))
             evals = {name: budget * horizon for name in specs}
-            ilqr, ilqr_evals = ilqr_spec(horizon, budget, action_size, action_size)
+            ilqr, ilqr_evals = (ilqr_spec(horizon, budget, action_size, action_size)
+                                if with_ilqr else (None, 0))
             for name, spec in specs.items():
                 rows.append(measure(name, spec, objective, problem, horizon, action_size,
                                     budget, evals[name], seed))
@@ -292,6 +294,8 @@ def measure(name, spec, objective, problem, horizon, action_size, budget, model_
     if name == "ilqr":
         objective, _ = stepwise_ilqr_objective(problem.r)
     plans, wall = solve_all(spec, objective, problem, jax.random.PRNGKey(seed))
+    if not np.all(np.isfinite(plans)):
+        raise FloatingPointError(f"{name}: non-finite plan at H={horizon}, |a|={action_size}")
     costs = np.array([rollout_cost(problem.a[i], problem.b[i], problem.x0[i], plans[i],
                                    problem.r) for i in range(INSTANCES)])
     gaps = costs / problem.cost_star - 1.0
@@ -340,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 sizes, 1 budget")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "lq_gap.json")
+    parser.add_argument("--without-ilqr", action="store_true",
+                        help="leave iLQR out (e.g. while mbjax.planners.ilqr is absent)")
     args = parser.parse_args(argv)
     sizes, budgets = (SIZES[:2], BUDGETS[:1]) if args.quick else (SIZES, BUDGETS)
     t0 = time.perf_counter()
     mppi_grid = tune_mppi()
-    rows, floors = run(sizes, budgets)
+    rows, floors = run(sizes, budgets, with_ilqr=not args.without_ilqr)
     result = {"machine": dict(machine_info(), git=git_state()), "mppi_grid": mppi_grid,
               "mppi_kappa": MPPI_KAPPA, "mppi_sigma": MPPI_SIGMA,
               "instances": INSTANCES, "gradient_cost": GRADIENT_COST,
