@@ -111,8 +111,10 @@ KIND_SIZES = dict(horizon=15, population=200, num_elites=20, iterations=3, num_r
 def kind_specs():
     """(label, spec) of every registered planner kind at ``KIND_SIZES`` (where the spec
     has the field), plain and over 4 cubic knots."""
-    import mbjax.planners.ilqr  # noqa: F401  (registers "ilqr")
+    import importlib.util
 
+    if importlib.util.find_spec("mbjax.planners.ilqr") is not None:
+        import mbjax.planners.ilqr  # noqa: F401  (registers "ilqr")
     for kind in P.planner_kinds():
         cls = P.planner_spec(kind)
         names = {f.name for f in dataclasses.fields(cls)}
