@@ -1,6 +1,7 @@
 """Planners over action sequences: random shooting, CEM, PDDM's filtered MPPI, annealed
-MPPI (DIAL-MPC), iCEM, gradient-based and CEM -> gradient, any of them over spline knots
-(``splines``) and with policy proposals (``proposals``), plus objectives and MPC execution.
+MPPI (DIAL-MPC), iCEM, gradient-based, CEM -> gradient and iLQR (on stepwise objectives);
+the sampling ones also over spline knots (``splines``) and with policy proposals
+(``proposals``); plus objectives, risk measures and MPC execution.
 
 >>> objective = make_model_objective(model, env.reward_fn, num_particles=20)
 >>> planner = make_cem(objective, env.action_low, env.action_high, CEMConfig(horizon=30))
@@ -37,6 +38,16 @@ from mbjax.planners.gradient import (
     make_gradient_planner,
 )
 from mbjax.planners.icem import ICEMConfig, ICEMParams, colored_noise, make_icem
+from mbjax.planners.ilqr import (
+    ILQRConfig,
+    ILQRParams,
+    StepwiseProblem,
+    ensemble_mean_problem,
+    env_problem,
+    make_ilqr,
+    sequence_problem,
+    stepwise_objective,
+)
 from mbjax.planners.mpc import episode_restarted, mpc, open_loop
 from mbjax.planners.mppi import MPPIConfig, MPPIParams, make_mppi, mppi_advance
 from mbjax.planners.objectives import (
@@ -109,19 +120,21 @@ def pddm_mppi_config() -> tuple[MPPIConfig, MPPIParams]:
 __all__ = [
     "ActionBox", "AnnealedMPPIConfig", "AnnealedMPPIParams", "Best", "CEMConfig",
     "CEMGradientConfig", "CEMGradientParams", "CEMParams", "CEMState", "GradientConfig",
-    "GradientParams", "ICEMConfig", "ICEMParams", "MPPIConfig", "MPPIParams", "Objective",
-    "PARAMETERIZATIONS", "Planner", "PlannerSpec", "ProposalInputs", "ProposalScore",
-    "RISK_MEASURES", "RandomShootingConfig", "RandomShootingParams", "Spline", "action_costs",
-    "aggregate", "batch", "check_proposals", "check_risk", "colored_noise", "cvar_weights",
-    "discounted_return", "env_step", "env_with_params", "episode_restarted", "evaluate",
+    "GradientParams", "ICEMConfig", "ICEMParams", "ILQRConfig", "ILQRParams", "MPPIConfig",
+    "MPPIParams", "Objective", "PARAMETERIZATIONS", "Planner", "PlannerSpec", "ProposalInputs",
+    "ProposalScore", "RISK_MEASURES", "RandomShootingConfig", "RandomShootingParams", "Spline",
+    "StepwiseProblem", "action_costs", "aggregate", "batch", "check_proposals", "check_risk",
+    "colored_noise", "cvar_weights", "discounted_return", "ensemble_mean_problem",
+    "env_problem", "env_step", "env_with_params", "episode_restarted", "evaluate",
     "make_annealed_mppi", "make_cem", "make_cem_gradient", "make_env_objective",
-    "make_gradient_planner", "make_icem", "make_model_objective", "make_mppi", "make_planner",
-    "make_proposal_objective", "make_random_shooting", "make_randomized_env_objective",
-    "make_randomized_task_objective", "make_sequence_objective", "make_sequence_planner",
-    "make_spline", "model_mean_step", "mpc", "mppi_advance", "no_best", "noise_schedule",
-    "open_loop", "parameterized", "pddm_mppi_config", "physical_params", "planner_advance",
-    "planner_kinds", "planner_spec", "randomize_params", "register_planner", "sampling_round",
-    "sampling_rounds", "sanitize_returns", "scorer", "shift", "shift_box_sequences",
-    "shift_sequences", "spec_box", "spec_kind", "switch_planner", "traced_fields", "track_best",
-    "unregister_planner",
+    "make_gradient_planner", "make_icem", "make_ilqr", "make_model_objective", "make_mppi",
+    "make_planner", "make_proposal_objective", "make_random_shooting",
+    "make_randomized_env_objective", "make_randomized_task_objective",
+    "make_sequence_objective", "make_sequence_planner", "make_spline", "model_mean_step", "mpc",
+    "mppi_advance", "no_best", "noise_schedule", "open_loop", "parameterized",
+    "pddm_mppi_config", "physical_params", "planner_advance", "planner_kinds", "planner_spec",
+    "randomize_params", "register_planner", "sampling_round", "sampling_rounds",
+    "sanitize_returns", "scorer", "sequence_problem", "shift", "shift_box_sequences",
+    "shift_sequences", "spec_box", "spec_kind", "stepwise_objective", "switch_planner",
+    "traced_fields", "track_best", "unregister_planner",
 ]
