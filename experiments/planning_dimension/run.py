@@ -322,14 +322,15 @@ def plot(rows: list[dict], path: Path) -> None:
     names = list(dict.fromkeys(r["planner"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     top = budgets[-1]
-    for name in names:
+    for i, name in enumerate(names):
+        style = dict(ls="--" if "spline" in name else "-", marker="o",
+                     color=plt.cm.tab20(i % 20), label=name)
         pts = sorted((r["dimension"], r["gap_mean"]) for r in rows
                      if r["planner"] == name and r["budget_sequences"] == top)
-        style = "--" if "spline" in name else "-"
-        axes[0].plot(*zip(*pts, strict=True), style, marker="o", label=name)
+        axes[0].plot(*zip(*pts, strict=True), **style)
         pts = sorted((r["model_evaluations"], r["gap_mean"]) for r in rows
                      if r["planner"] == name and r["dimension"] == dims[-1])
-        axes[1].plot(*zip(*pts, strict=True), style, marker="o", label=name)
+        axes[1].plot(*zip(*pts, strict=True), **style)
     style_axes(axes[0], xlabel="search dimension H x |a|",
                ylabel="relative gap cost / cost* - 1", xlog=10, ylog=10,
                title=f"gap vs dimension ({top} sequence evaluations)")
@@ -346,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "lq_gap.json")
     parser.add_argument("--without-ilqr", action="store_true",
                         help="leave iLQR out (e.g. while mbjax.planners.ilqr is absent)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the PNG from the JSON at --out; run nothing")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads(args.out.read_text())["rows"], args.out.with_suffix(".png"))
+        return 0
     sizes, budgets = (SIZES[:2], BUDGETS[:1]) if args.quick else (SIZES, BUDGETS)
     t0 = time.perf_counter()
     mppi_grid = tune_mppi()
