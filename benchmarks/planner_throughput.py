@@ -92,16 +92,23 @@ def build(s, sample: bool = True):
     return model, state, objective, planner
 
 
-def time_ours(s, n: int, repeats: int, chunk: int | None = None) -> dict:
-    _, state, _, planner = build(s)
+def time_batched(planner, model_state, n: int, repeats: int, chunk: int | None = None
+                 ) -> dict:
+    """Compile-and-first-call and median seconds of one jitted call of ``planner`` batched
+    over ``n`` environments (zero observations, one key each)."""
     batched = P.batch(planner, chunk_size=chunk)
     keys = jax.random.split(jax.random.PRNGKey(1), n)
     pstate = jax.jit(batched.init)(keys)
     obs = jnp.zeros((n, OBS))
     plan = jax.jit(batched.plan)
-    first, median = time_call(lambda: plan(planner.default_params, state, pstate, obs, keys)[0],
-                              repeats)
+    first, median = time_call(
+        lambda: plan(planner.default_params, model_state, pstate, obs, keys)[0], repeats)
     return {"compile_and_first_s": first, "median_s": median}
+
+
+def time_ours(s, n: int, repeats: int, chunk: int | None = None) -> dict:
+    _, state, _, planner = build(s)
+    return time_batched(planner, state, n, repeats, chunk)
 
 
 KIND_SIZES = dict(horizon=15, population=200, num_elites=20, iterations=3, num_restarts=8,
@@ -138,14 +145,8 @@ def time_kind(spec, n: int, repeats: int) -> dict:
         reward_fn = lambda o, a, n: n[0] - 0.1 * jnp.sum(a**2)
         objective = ilqr.stepwise_objective(ilqr.ensemble_mean_problem(model, reward_fn))
     planner = P.make_planner(spec, objective, -jnp.ones(ACT), jnp.ones(ACT))
-    batched = P.batch(planner)
-    keys = jax.random.split(jax.random.PRNGKey(1), n)
-    pstate = jax.jit(batched.init)(keys)
-    obs = jnp.zeros((n, OBS))
-    plan = jax.jit(batched.plan)
-    first, median = time_call(lambda: plan(planner.default_params, state, pstate, obs, keys)[0],
-                              repeats)
-    return {"compile_and_first_s": first, "median_s": median, "per_env_call_s": median / n}
+    timing = time_batched(planner, state, n, repeats)
+    return {**timing, "per_env_call_s": timing["median_s"] / n}
 
 
 def time_kinds(repeats: int, num_envs=(1, 16)) -> list[dict]:

@@ -57,6 +57,26 @@ def test_registered_and_options():
         envs.make("hand_cube", radius=0.1)
 
 
+def test_one_solver_iteration_makes_the_step_reverse_differentiable():
+    """The scene's solver (2 Newton iterations) loops in a while_loop that jax.grad cannot
+    transpose; ``with_solver_iterations(1)`` can be (traced only: no compile)."""
+    env = envs.make("hand_track")
+    surrogate = env.with_solver_iterations(1)
+    assert surrogate.mjx_model.opt.iterations == 1 and env.mjx_model.opt.iterations == 2
+    state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    action = jax.ShapeDtypeStruct((24,), jnp.float32)
+
+    def grad_of(e):
+        return jax.eval_shape(jax.grad(lambda s, a: e.step(s, a).reward, argnums=1),
+                              state, action)
+
+    assert grad_of(surrogate).shape == (24,)
+    with pytest.raises(ValueError, match="Reverse-mode differentiation"):
+        grad_of(env)
+    with pytest.raises(ValueError, match="solver iterations"):
+        env.with_solver_iterations(0)
+
+
 @pytest.mark.mjx
 def test_model_compiles_with_24_actuated_dofs():
     import mujoco

@@ -167,17 +167,19 @@ def spline_floor(problem: LQ, horizon: int) -> float:
     return float(np.mean(gaps))
 
 
-def planner_specs(horizon: int, budget: int) -> dict[str, P.PlannerSpec]:
-    """The compared planners at a budget of ``budget`` sequence evaluations."""
+def planner_specs(horizon: int, budget: int, kappa: float = MPPI_KAPPA,
+                  sigma: float = MPPI_SIGMA, beta: float = 1.0) -> dict[str, P.PlannerSpec]:
+    """The compared planners at a budget of ``budget`` sequence evaluations (MPPI's and
+    annealed MPPI's temperature ``kappa``, noise ``sigma`` and filter ``beta`` given)."""
     knots = num_knots(horizon)
     spline = {"parameterization": "linear", "num_knots": knots}
     cem_pop = budget // 5
     cem = P.CEMConfig(horizon=horizon, population=cem_pop, num_elites=max(cem_pop // 10, 2),
                       iterations=5)
     mppi = P.MPPIConfig(horizon=horizon, population=budget // 4, iterations=4,
-                        kappa=MPPI_KAPPA, beta=1.0, sigma=MPPI_SIGMA)
+                        kappa=kappa, beta=beta, sigma=sigma)
     annealed = P.AnnealedMPPIConfig(horizon=horizon, population=budget // 4, iterations=4,
-                                    kappa=MPPI_KAPPA, beta=1.0, sigma=MPPI_SIGMA)
+                                    kappa=kappa, beta=beta, sigma=sigma)
     icem_pop = icem_population(budget, 4, 1.25)
     icem = P.ICEMConfig(horizon=horizon, population=icem_pop,
                         num_elites=max(icem_pop // 10, 2), iterations=4)

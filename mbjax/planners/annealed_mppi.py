@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -54,16 +53,12 @@ from mbjax.planners.mppi import (
     MPPIParams,
     MPPIState,
     check_mppi_params,
-    filtered_samples,
+    init_mppi_state,
     mppi_advance,
+    mppi_rounds,
 )
 from mbjax.planners.registry import PlannerSpec, register_planner, spec_kind
-from mbjax.planners.sampling import (
-    make_sequence_planner,
-    no_best,
-    sampling_rounds,
-    scorer,
-)
+from mbjax.planners.sampling import make_sequence_planner
 from mbjax.types import Array
 
 # DIAL-MPC's schedule in the form of the module docstring: traj_diffuse_factor = 0.5 over
@@ -142,31 +137,11 @@ def make_annealed_search(objective: Objective, action_low, action_high,
               key):
         sigmas = noise_schedule(params.sigma, params.iteration_decay, params.horizon_decay,
                                 config.iterations, box.horizon)
+        return mppi_rounds(objective, box, params, sigmas, config.population,
+                           config.iterations, objective_params, state, obs, key)
 
-        def sample(carry, key):
-            mean, _, i = carry
-            # sigma [H, 1] broadcasts against the noise [N, H, A] of filtered_samples.
-            return filtered_samples(key, mean, state.prev_action, params.beta,
-                                    sigmas[i][:, None], config.population, box.low,
-                                    box.high)
-
-        def update(carry, samples, returns):
-            w = jax.nn.softmax(params.kappa * (returns - returns.max()))
-            return jnp.einsum("n,nha->ha", w, samples), returns.max(), carry[2] + 1
-
-        (mean, last_max, _), best = sampling_rounds(
-            scorer(objective, objective_params, obs), sample, update,
-            (state.mean, jnp.array(-jnp.inf), jnp.array(0)), no_best(state.mean), key,
-            config.iterations)
-        # best_return: the best return of the last iteration's population (as MPPI).
-        best = best._replace(value=last_max)
-        return mean, best, MPPIState(mean=box.shift(mean, mean[-1]), prev_action=mean[0]), {}
-
-    def init(box):
-        return MPPIState(mean=box.middle(), prev_action=box.mid)
-
-    return make_sequence_planner(config, action_low, action_high, params, init, solve,
-                                 mppi_advance)
+    return make_sequence_planner(config, action_low, action_high, params, init_mppi_state,
+                                 solve, mppi_advance)
 
 
 def make_annealed_mppi(objective: Objective, action_low, action_high,

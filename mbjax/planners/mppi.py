@@ -106,31 +106,49 @@ def filtered_samples(key, mean, prev_action, beta, sigma, population, low, high)
     return jnp.clip(seq.swapaxes(0, 1), low, high)
 
 
+def mppi_rounds(objective: Objective, box, params, sigmas, population: int,
+                iterations: int, objective_params, state: MPPIState, obs, key):
+    """``iterations`` rounds of filtered MPPI from ``state`` (the body of MPPI's and
+    annealed MPPI's ``solve``): round i samples ``population`` sequences around the mean
+    with noise std ``sigmas[i]`` ([iterations, H]: per round and step; MPPI's is constant),
+    filters them with ``params.beta`` and replaces the mean by their softmax(kappa R)
+    average. Returns (mean [H, A], best, next MPPIState, {}) as ``solve`` does."""
+
+    def sample(carry, key):
+        mean, _, i = carry
+        # sigma [H, 1] broadcasts against the noise [N, H, A] of filtered_samples.
+        return filtered_samples(key, mean, state.prev_action, params.beta,
+                                sigmas[i][:, None], population, box.low, box.high)
+
+    def update(carry, samples, returns):
+        w = jax.nn.softmax(params.kappa * (returns - returns.max()))
+        return jnp.einsum("n,nha->ha", w, samples), returns.max(), carry[2] + 1
+
+    (mean, last_max, _), best = sampling_rounds(
+        scorer(objective, objective_params, obs), sample, update,
+        (state.mean, jnp.array(-jnp.inf), jnp.array(0)), no_best(state.mean), key,
+        iterations)
+    # best_return: the best return of the last iteration's population.
+    best = best._replace(value=last_max)
+    return mean, best, MPPIState(mean=box.shift(mean, mean[-1]), prev_action=mean[0]), {}
+
+
+def init_mppi_state(box) -> MPPIState:
+    """The cold start: the box's middle sequence, a_{-1} = the middle action."""
+    return MPPIState(mean=box.middle(), prev_action=box.mid)
+
+
 def _search(objective: Objective, action_low, action_high, config: MPPIConfig,
               params: MPPIParams | None = None) -> Planner:
     """The planner of ``config``'s search space (``MPPIConfig.build_search``)."""
 
     def solve(box, params: MPPIParams, objective_params, state: MPPIState, obs, key):
-        def sample(carry, key):
-            return filtered_samples(key, carry[0], state.prev_action, params.beta,
-                                    params.sigma, config.population, box.low, box.high)
+        sigmas = jnp.broadcast_to(params.sigma, (config.iterations, box.horizon))
+        return mppi_rounds(objective, box, params, sigmas, config.population,
+                           config.iterations, objective_params, state, obs, key)
 
-        def update(carry, samples, returns):
-            w = jax.nn.softmax(params.kappa * (returns - returns.max()))
-            return jnp.einsum("n,nha->ha", w, samples), returns.max()
-
-        (mean, last_max), best = sampling_rounds(
-            scorer(objective, objective_params, obs), sample, update,
-            (state.mean, jnp.array(-jnp.inf)), no_best(state.mean), key, config.iterations)
-        # best_return: the best return of the last iteration's population.
-        best = best._replace(value=last_max)
-        return mean, best, MPPIState(mean=box.shift(mean, mean[-1]), prev_action=mean[0]), {}
-
-    def init(box):
-        return MPPIState(mean=box.middle(), prev_action=box.mid)
-
-    return make_sequence_planner(config, action_low, action_high, params, init, solve,
-                                 mppi_advance)
+    return make_sequence_planner(config, action_low, action_high, params, init_mppi_state,
+                                 solve, mppi_advance)
 
 
 def make_mppi(objective: Objective, action_low, action_high, config: MPPIConfig | None = None,

@@ -216,6 +216,24 @@ class HandEnv(Env):
         d = jax.eval_shape(mjx.make_data, self.mjx_model)
         return int(d._impl.contact.dist.shape[0]) if hasattr(d, "_impl") else 0
 
+    def with_solver_iterations(self, iterations: int) -> HandEnv:
+        """A copy of this task whose MJX constraint solver runs at most ``iterations``
+        Newton iterations per physics step (the scene's option is 2).
+
+        ``iterations=1`` makes ``step`` reverse-mode differentiable: MJX then runs its one
+        iteration without the ``lax.while_loop`` that ``jax.grad`` cannot go through
+        (forward mode, ``jax.jvp``/``jacfwd``, works either way). Gradient planners use it
+        as a surrogate of the task; score their plans on the original env."""
+        import copy
+
+        if int(iterations) != iterations or iterations < 1:
+            raise ValueError(f"{self.name}: solver iterations must be an integer >= 1, got "
+                             f"{iterations}")
+        out = copy.copy(self)
+        out.mjx_model = self.mjx_model.replace(
+            opt=self.mjx_model.opt.replace(iterations=int(iterations)))
+        return out
+
     def action_to_ctrl(self, action: Array) -> Array:
         """Servo targets (joint angles, rad) for an action in [-1, 1]^24 (clipped)."""
         return self.ctrl_mid + self.ctrl_half * jnp.clip(action, -1.0, 1.0)
