@@ -593,6 +593,103 @@ def lq_gap(d: dict, f: str) -> str:
         "planning_dimension", f, machine_text=machine(m), code=code_state(m))])
 
 
+@table_of("planning_dimension/README.md", "hand-gap",
+          "planning_dimension/results/hand_track.json")
+def hand_gap(d: dict, f: str) -> str:
+    """True H-step return and gap to the best (``hand.py``'s docstring) per planner (rows)
+    and budget (columns) on the hand, with the reference sequences."""
+    budgets = sorted({r["budget_sequences"] for r in d["rows"]})
+    names = list(dict.fromkeys(r["planner"] for r in d["rows"]))
+    cell = {(r["planner"], r["budget_sequences"]): r for r in d["rows"]}
+    header = ["planner"] + [f"N={b}: {k}" for b in budgets for k in ("return", "gap")]
+    rows = [[n + (" (surrogate)" if cell[n, budgets[0]]["on_surrogate"] else "")]
+            + [x for b in budgets for x in ((num(cell[n, b]["return_mean"], ".3f"),
+                                              num(cell[n, b]["gap_mean"], ".2f"))
+                                             if (n, b) in cell else ("-", "-"))]
+            for n in names]
+    refs = d["references"]
+    for label, key in (("*hold still (a = 0)*", "hold_still"),
+                       ("*random sequence (mean)*", "random_mean"),
+                       ("*best found*", "best")):
+        rows.append([label] + [num(float(np.mean(refs[key])), ".3f"), ""] * len(budgets))
+    m = d["machine"]
+    ilqr = refs["ilqr"]
+    return "\n".join(md_table(header, rows) + [
+        "", f"iLQR (not run): S = {ilqr['state_floats']} floats of MJX state, one "
+        f"iteration = {ilqr['step_evaluations_per_iteration']} step evaluations "
+        f"({ilqr['step_evaluations_per_iteration'] / (budgets[-1] * d['horizon']):.0f}x the "
+        f"largest budget). Run time {d['total_s'] / 60:.0f} min.", "",
+        source("planning_dimension", f, machine_text=machine(m), code=code_state(m))])
+
+
+# -------------------------------------------------------------------------------------
+# docs/ilqr_decision.md (a benchmark's result file)
+# -------------------------------------------------------------------------------------
+
+ILQR = "../benchmarks/results/ilqr_vs_trajax.json"
+
+
+def _ilqr_rows(d: dict) -> dict:
+    return {(r["problem"], r["mode"], r["solver"]): r for r in d["rows"]}
+
+
+def _ilqr_source(d: dict) -> str:
+    c = d["commit"]
+    state = f"`{c['head'][:7]}`" + (" (uncommitted changes)" if c["dirty"] else "")
+    m = d["machine"]
+    return (f"Source: [`benchmarks/results/ilqr_vs_trajax.json`]({ILQR}); machine: "
+            f"{m['cpu']}, {m['cpu_count']} cores, devices {', '.join(m['devices'])}, jax "
+            f"{m['jax']}; code state: {state}.")
+
+
+def _ilqr_solvers(d: dict, problem: str) -> list[str]:
+    """[mbjax at trajax's iterations, trajax, mbjax at its default iterations]."""
+    names = list(dict.fromkeys(r["solver"] for r in d["rows"] if r["problem"] == problem))
+    default = f"mbjax ({d['settings'][problem]['iterations']} it)"
+    return [next(n for n in names if n.startswith("mbjax") and n != default), "trajax",
+            default]
+
+
+@table_of("../docs/ilqr_decision.md", "ilqr-pendulum", ILQR)
+def ilqr_pendulum(d: dict, f: str) -> str:
+    """Final cost and largest |u| on the box-constrained pendulum."""
+    cell = _ilqr_rows(d)
+    order = _ilqr_solvers(d, "pendulum")
+    order = [order[2], order[1], order[0]]
+    h = d["settings"]["pendulum"]["horizon"]
+    header = [f"pendulum, H = {h}, zero initial controls"] + order
+    rows = []
+    for mode, label in (("jit", "one start"), ("vmap64", f"{d['settings']['num_envs']} "
+                                                          "random starts")):
+        costs = [cell["pendulum", mode, s]["final_cost"] for s in order]
+        rows.append([f"{label}: {'final cost' if mode == 'jit' else 'mean final cost'}"]
+                    + [bold(num(c, ".2f"), c == min(costs)) for c in costs])
+        rows.append([f"{label}: max \\|u\\|"]
+                    + [num(cell["pendulum", mode, s]["max_abs_action"], ".2f")
+                       for s in order])
+    return "\n".join(md_table(header, rows) + ["", _ilqr_source(d)])
+
+
+@table_of("../docs/ilqr_decision.md", "ilqr-timing", ILQR)
+def ilqr_timing(d: dict, f: str) -> str:
+    """Median seconds per solve after compilation (iterations in brackets)."""
+    cell = _ilqr_rows(d)
+    rows = []
+    for problem in ("lq", "pendulum"):
+        order = _ilqr_solvers(d, problem)
+        st = d["settings"][problem]
+        for mode in ("jit", f"vmap{d['settings']['num_envs']}"):
+            times = [cell[problem, mode, s]["median_s"] * 1e3 for s in order[:2]]
+            rows.append([f"{problem} H={st['horizon']}", mode] + [
+                bold(f"{num(cell[problem, mode, s]['median_s'] * 1e3, '.2f')} ms "
+                     f"({cell[problem, mode, s]['iterations_run']} it)",
+                     i < 2 and cell[problem, mode, s]["median_s"] * 1e3 == min(times))
+                for i, s in enumerate(order)])
+    header = ["problem", "mode", "mbjax, same iterations as trajax", "trajax",
+              "mbjax, default iterations"]
+    return "\n".join(md_table(header, rows) + ["", _ilqr_source(d)])
+
+
 @table_of("sweeps/README.md", "sweep-kappa-horizon", "sweeps/results/sweep.json")
 def sweep_kappa_horizon(d: dict, f: str) -> str:
     res = d["results"]

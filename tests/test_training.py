@@ -67,7 +67,8 @@ def test_k_seeds_equal_k_single_seed_runs():
             np.testing.assert_allclose(batched[k][i], single[k], rtol=2e-4, atol=1e-4)
 
 
-def test_each_piece_compiles_once_over_iterations():
+@pytest.mark.parametrize("reset_mode,resets", [("fresh", 2), ("cached", 1)])
+def test_each_piece_compiles_once_over_iterations(reset_mode, resets):
     counts = {"step": 0, "reset": 0}
 
     class CountingPendulum(envs.classic.Pendulum):
@@ -79,7 +80,8 @@ def test_each_piece_compiles_once_over_iterations():
             counts["reset"] += 1
             return super()._reset(key)
 
-    trainer = make_mpc_agent(TINY, task_env=CountingPendulum())
+    cfg = dataclasses.replace(TINY, env=dataclasses.replace(TINY.env, reset_mode=reset_mode))
+    trainer = make_mpc_agent(cfg, task_env=CountingPendulum())
     chex.clear_trace_counter()
     iteration = jax.jit(chex.assert_max_traces(trainer.train_iteration, n=1))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
@@ -87,9 +89,10 @@ def test_each_piece_compiles_once_over_iterations():
     for _ in range(3):
         state, _ = iteration(state)
     # One trace of the iteration: env.step traced once in MPC (the planner's objective is
-    # the model, not the env), reset once per fresh auto-reset + once per episode start.
+    # the model, not the env), reset once per episode start + once per step for a fresh
+    # auto-reset (a cached one restarts from the episode's first state: no reset).
     assert counts["step"] - after_init["step"] == 1
-    assert counts["reset"] - after_init["reset"] == 2
+    assert counts["reset"] - after_init["reset"] == resets
     assert int(state.iteration) == 3
 
 
@@ -187,6 +190,20 @@ def test_cli_train_help_and_bad_values(capsys):
 
 
 @pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
+def test_a_run_that_will_not_fit_stops_before_it_starts(tmp_path, monkeypatch):
+    """The memory check compares the compiled programs' peak with the free memory."""
+    import importlib
+
+    runner = importlib.import_module("mbjax.runner.run")  # the module, not run()
+    monkeypatch.setattr(runner, "available_bytes", lambda: 1 << 20)  # 1 MiB free
+    cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=1)
+    with pytest.raises(MemoryError, match=r"needs \d+\.\d+ GiB .* but 0\.00 GiB are free"
+                                          r".*--planner-chunk-size"):
+        run(cfg)
+    assert read_metrics(tmp_path / "r") == []  # not a single iteration ran
+
+
+@pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)
 def test_run_writes_run_directory(tmp_path):
     cfg = dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="r", num_iterations=2,
                               num_seeds=2)
@@ -208,8 +225,47 @@ def test_default_config_is_valid_pddm():
     assert cfg.model.hidden_sizes == (500, 500) and not cfg.model.probabilistic
 
 
+HAND_PRESETS = {presets.hand_preset_name(a, t, cpu): (a, t, cpu)
+                for a in presets.HAND_ALGORITHMS for t in presets.HAND_TASKS
+                for cpu in (False, True)}
+# Tracing a hand preset takes ~6 s (the MJX hand); the hand presets are one function of
+# (algorithm, task, scale), so each algorithm is traced once (CPU-sized, hand_track), plus
+# the flagship at paper size; test_hand_presets checks the rest field by field.
+TRACED_PRESETS = ([n for n in presets.names() if n not in HAND_PRESETS]
+                  + [presets.hand_preset_name(a, "hand_track", True)
+                     for a in presets.HAND_ALGORITHMS] + ["pddm-hand-baoding"])
+
+
+def test_hand_presets():
+    """Every (algorithm, task, scale) is listed, on its task, with cached auto-reset, the
+    task's MPPI noise, and the paper's sizes (PDDM: 3 x 2 x 500, N 700, 30 hands) or CPU
+    ones."""
+    assert set(HAND_PRESETS) <= set(presets.names()) and len(HAND_PRESETS) == 30
+    for name, (algorithm, task, cpu) in HAND_PRESETS.items():
+        cfg = presets.get(name)
+        assert (cfg.env.name, cfg.env.reset_mode, cfg.preset) == (task, "cached", name)
+        if algorithm in ("pddm", "true-dynamics"):
+            assert cfg.planner.kind == "mppi" and cfg.planner.horizon == 7
+            assert cfg.planner.sigma == (0.3 if task == "hand_baoding" else 0.9)
+            assert cfg.planner.population == (700 if not cpu else 128 if algorithm == "pddm"
+                                              else 64)
+            assert cfg.num_envs == (2 if cpu else 30)
+            assert cfg.true_dynamics == (algorithm == "true-dynamics")
+        if algorithm == "pddm":
+            assert cfg.model.hidden_sizes == ((200, 200) if cpu else (500, 500))
+            assert not cfg.model.probabilistic and cfg.model.num_members == 3
+        if algorithm == "pets":
+            assert cfg.planner.kind == "cem" and cfg.model.probabilistic
+            assert cfg.objective.num_particles == (6 if cpu else 20)
+        if algorithm in ("mbpo", "sac"):
+            assert cfg.model_based == (algorithm == "mbpo")
+            assert cfg.steps_per_iteration == (200 if cpu else 1000)
+    with pytest.raises(KeyError, match="hand task"):
+        presets.hand_preset("pddm", "hand_pen", cpu=True)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", presets.names())
+@pytest.mark.parametrize("name", TRACED_PRESETS)
 def test_every_preset_builds_and_traces(name):
     """Each preset is a valid config whose trainer's state and iteration trace (abstractly:
     ``jax.eval_shape``, nothing compiles) and whose iteration returns a finite-shaped

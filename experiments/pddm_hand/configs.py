@@ -14,27 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from mbjax.agents import EnvConfig, MPCConfig, ObjectiveConfig
-from mbjax.models.ensemble import EnsembleConfig, pddm_ensemble_config
-from mbjax.models.training import ModelTrainConfig
+from mbjax.agents import MPCConfig
 from mbjax.planners import MPPIConfig, pddm_mppi_config, switch_planner
+from mbjax.runner import presets
 
 RESULTS_DIR = "experiments/pddm_hand/results"
 
 
-#: Per-task exploration noise sigma of the MPPI candidates where PDDM's 0.9 does not fit
-#: our hand. Our actions map [-1, 1] onto each joint's *whole* range, so sigma = 0.9 moves
-#: the wrist by up to +-0.45 rad per step and throws the Baoding balls around: planning on
-#: the true simulator (N = 64, H = 7), sigma = 0.9 dropped a ball in 1 of 2 episodes
-#: (return -340), sigma = 0.3 in none (-52, the whole 100 steps)
-#: (``run.py true-dynamics --task hand_baoding --sigma 0.9|0.3``; results/true-dynamics-*;
-#: native-MuJoCo checks while designing the scene agreed: 0.3 held, 0.5 and 0.9 dropped).
-TASK_SIGMA = {"hand_baoding": 0.3}
-
-
 def task_sigma(task: str) -> float:
-    """The MPPI noise sigma used on ``task``: ``TASK_SIGMA`` or PDDM's 0.9."""
-    return TASK_SIGMA.get(task, float(pddm_mppi_config()[1].sigma))
+    """The MPPI noise sigma used on ``task`` (``mbjax.runner.presets.HAND_SIGMA``, where
+    the measurement behind it is noted, or PDDM's 0.9)."""
+    return presets.hand_sigma(task)
 
 
 def pddm_planner(population: int | None = None, horizon: int | None = None,
@@ -46,33 +36,23 @@ def pddm_planner(population: int | None = None, horizon: int | None = None,
                                sigma=float(spec.sigma if sigma is None else sigma))
 
 
-#: PDDM's objective: 3 particles per candidate, TS-inf propagation, undiscounted.
-PDDM_OBJECTIVE = ObjectiveConfig(num_particles=3, propagation="ts_inf")
+def _study_config(task: str, cpu: bool, preset: str) -> MPCConfig:
+    """The package's PDDM hand preset (``mbjax presets``: pddm-hand-*) as this study ran
+    it: results under RESULTS_DIR, and the fresh auto-reset the committed results were
+    produced with (the presets restart a dropped episode from its cached first state)."""
+    cfg = presets.get(presets.hand_preset_name("pddm", task, cpu))
+    return dataclasses.replace(cfg, preset=preset, out_dir=RESULTS_DIR,
+                               env=dataclasses.replace(cfg.env, reset_mode="fresh"))
 
 
 def gpu_config(task: str = "hand_baoding") -> MPCConfig:
     """The paper-sized recipe: 30 hands x 1 episode (100 steps, 4 s) per iteration."""
-    return MPCConfig(
-        preset="pddm-hand-gpu", env=EnvConfig(name=task),
-        model=pddm_ensemble_config(500),
-        model_train=ModelTrainConfig(batch_size=500, max_epochs=40, early_stopping=False),
-        planner=pddm_planner(sigma=task_sigma(task)), objective=PDDM_OBJECTIVE,
-        num_envs=30, prefill_episodes=1, episodes_per_iteration=1, num_iterations=100,
-        buffer_capacity=400_000, num_seeds=3, out_dir=RESULTS_DIR, checkpoint_every=10)
+    return _study_config(task, False, "pddm-hand-gpu")
 
 
 def cpu_config(task: str = "hand_track") -> MPCConfig:
     """CPU-sized: 2 hands x 1 episode per iteration, N = 128, 2 x 200 members, 3 seeds."""
-    return MPCConfig(
-        preset="pddm-hand-cpu", env=EnvConfig(name=task),
-        model=EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(200, 200),
-                             activation="relu", probabilistic=False, weight_decay=()),
-        model_train=ModelTrainConfig(batch_size=256, max_epochs=60, early_stopping=True,
-                                     patience=5),
-        planner=pddm_planner(population=128, sigma=task_sigma(task)),
-        objective=PDDM_OBJECTIVE, num_envs=2,
-        prefill_episodes=2, episodes_per_iteration=1, num_iterations=10,
-        buffer_capacity=20_000, num_seeds=3, out_dir=RESULTS_DIR, checkpoint_every=0)
+    return _study_config(task, True, "pddm-hand-cpu")
 
 
 def scale_config(scale: str, task: str) -> MPCConfig:

@@ -189,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         d = json.loads(args.out.read_text())
         plot(d["rows"], d["references"], args.out.with_suffix(".png"))
         return 0
-    t0 = time.perf_counter()
+    t0, code = time.perf_counter(), git_state()  # the code imported now is the code run
     budgets, names = ((BUDGETS[:1], ("random_shooting", "cem", "mppi")) if args.quick
                       else (BUDGETS, None))
     rows, refs = run(budgets, names)
     pddm, _ = P.pddm_mppi_config()
     add_gaps(rows, refs)
-    result = {"machine": dict(machine_info(), git=git_state()), "task": TASK,
+    result = {"machine": dict(machine_info(), git=code), "task": TASK,
               "horizon": HORIZON, "action_size": 24, "num_knots": num_knots(HORIZON),
               "starts": STARTS, "gradient_cost": GRADIENT_COST,
               "mppi": {k: float(getattr(pddm, k)) for k in ("kappa", "beta", "sigma")},

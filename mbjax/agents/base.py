@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 import mbjax.envs as envs
+import mbjax.planners as P
 from mbjax.agents.config import (  # noqa: F401 (re-exported for the agents)
     OBJECTIVE_TRACED_FIELDS,
     ObjectiveConfig,
@@ -110,10 +111,11 @@ def make_agent(config: RunConfig, task_env: envs.Env | None = None) -> Agent:
 
 
 class Task(NamedTuple):
-    """The task env of a run with its episode length (``make_task``)."""
+    """The task env of a run with its episode length and auto-reset mode (``make_task``)."""
 
     env: envs.Env  # unwrapped (with action repeat): reward/termination fns, true dynamics
     episode_length: int
+    reset_mode: str = "fresh"  # EnvConfig.reset_mode
 
 
 def make_task(config: RunConfig, task_env: envs.Env | None = None) -> Task:
@@ -123,12 +125,22 @@ def make_task(config: RunConfig, task_env: envs.Env | None = None) -> Task:
     if config.env.action_repeat > 1:
         task = envs.ActionRepeat(task, config.env.action_repeat)
     length = config.env.episode_length or getattr(task, "default_episode_length", 1000)
-    return Task(task, int(length))
+    return Task(task, int(length), config.env.reset_mode)
 
 
 def batched_env(task: Task, num_envs: int) -> envs.Env:
     """``num_envs`` vmapped copies of the task with episode cuts and auto-reset."""
-    return envs.VmapWrapper(EpisodeWrapper(task.env, task.episode_length), num_envs)
+    return envs.VmapWrapper(EpisodeWrapper(task.env, task.episode_length,
+                                           reset_mode=task.reset_mode), num_envs)
+
+
+def batch_planner(planner: P.Planner, chunk_size: int) -> P.Planner:
+    """The planner batched over the envs (``planners.batch``): all at once for
+    ``chunk_size`` 0, else ``chunk_size`` envs at a time (less memory, same plans)."""
+    if chunk_size < 0:
+        raise ValueError(f"planner_chunk_size must be >= 0 (0 = all envs at once), got "
+                         f"{chunk_size}")
+    return P.batch(planner, chunk_size=chunk_size or None)
 
 
 def check_buffer_holds(capacity: int, num_envs: int, episode_length: int,

@@ -39,6 +39,9 @@ def require_at_least(config, minimum: int, *fields: str, prefix: str = "") -> No
             raise ValueError(f"{prefix}{f} must be >= {minimum}, got {getattr(config, f)}")
 
 
+RESET_MODES = ("fresh", "cached")
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     """Which environment, and how episodes are cut."""
@@ -49,12 +52,20 @@ class EnvConfig:
     """Control steps per episode; 0 = the task's default."""
     action_repeat: int = 1
     """Repeat each action this many times (reward summed)."""
+    reset_mode: Literal["fresh", "cached"] = "fresh"
+    """Auto-reset of an episode that ends early (``EpisodeWrapper``): "fresh" draws a new
+    initial state (one ``reset`` per env step under vmap: a whole ``mjx.make_data`` on MJX
+    tasks), "cached" restarts the env from its episode's first state (no reset cost;
+    each iteration's episodes still start from fresh draws)."""
 
     def __post_init__(self):
         if self.episode_length < 0:
             raise ValueError(f"env.episode_length must be >= 0, got {self.episode_length}")
         if self.action_repeat < 1:
             raise ValueError(f"env.action_repeat must be >= 1, got {self.action_repeat}")
+        if self.reset_mode not in RESET_MODES:
+            raise ValueError(f"env.reset_mode must be one of {', '.join(RESET_MODES)}, got "
+                             f"{self.reset_mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +243,9 @@ class RunConfig:
     over this many devices (gradients all-reduced); seeds split over devices /
     data_parallel groups, so num_seeds must be a multiple of that (``mbjax.sharding``)."""
     distributed: DistributedConfig = DistributedConfig()
+    check_memory: bool = True
+    """Before the run starts, compare the memory its compiled programs need with what the
+    device has free (``mbjax.utils.memory``) and stop with an error if it will not fit."""
 
     def __post_init__(self):
         require_at_least(self, 1, "num_envs", "num_iterations", "num_seeds", "data_parallel")
@@ -250,7 +264,7 @@ class RunConfig:
 
 # Fields that change how a run is computed, not what it computes: a checkpoint may be
 # resumed with other values (e.g. on a machine with another number of devices).
-RUNTIME_FIELDS = ("devices", "data_parallel", "distributed")
+RUNTIME_FIELDS = ("devices", "data_parallel", "distributed", "check_memory")
 
 
 # ---------------------------------------------------------------------------------------

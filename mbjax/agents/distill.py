@@ -97,9 +97,13 @@ class DistillConfig(RunConfig):
     over it needs a base value > 0). 0: the plain teacher (DAgger, Ross et al. 2011)."""
     proposal_noise: float = 0.1
     """Std of the proposals' action noise, in half-ranges of the bounds."""
+    planner_chunk_size: int = 0
+    """Plan this many envs at a time (``planners.batch``'s ``chunk_size``: less memory,
+    the same plans); 0 = all ``num_envs`` in one batch."""
 
     def __post_init__(self):
         super().__post_init__()
+        require_at_least(self, 0, "planner_chunk_size")
         P.check_proposals(self.proposal_fraction, self.proposal_noise, self.planner)
         self.objective.check_planning_on(None if self.true_dynamics  # the teacher's
                                          else self.model.num_members)
@@ -256,7 +260,7 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
             cfg.proposal_noise, observe=(lambda s: s.obs) if cfg.true_dynamics else
             (lambda o: o))
     planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
-    batched = P.batch(planner)
+    batched = base.batch_planner(planner, cfg.planner_chunk_size)
     dataset = make_replay_buffer(cfg.dataset_capacity, N)
     real_buffer = make_replay_buffer(cfg.buffer_capacity, N)
     label_example = {"obs": jnp.zeros(obs_size), "action": jnp.zeros(action_size)}

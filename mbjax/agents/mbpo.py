@@ -121,9 +121,13 @@ class MBPOConfig(RunConfig):
     builds the proposals (a sweep over it needs a base value > 0)."""
     proposal_noise: float = 0.1
     """Std of the proposals' action noise, in half-ranges of the bounds."""
+    planner_chunk_size: int = 0
+    """Plan this many envs at a time (``planners.batch``'s ``chunk_size``: less memory,
+    the same plans); 0 = all ``num_envs`` in one batch (``acting="mpc"``)."""
 
     def __post_init__(self):
         super().__post_init__()
+        require_at_least(self, 0, "planner_chunk_size")
         require_at_least(self, 1, "steps_per_iteration", "updates_per_step",
                          "model_train_every", "rollouts_per_step", "model_retain_iterations",
                          "buffer_capacity", "eval_envs")
@@ -484,7 +488,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                 lambda sac_state, obs: sac.act(sac_state, obs, jax.random.PRNGKey(0), True),
                 task.env.action_low, task.env.action_high, cfg.proposal_noise)
         planner = cfg.planner.build(objective, task.env.action_low, task.env.action_high)
-        batched_planner = P.batch(planner)
+        batched_planner = base.batch_planner(planner, cfg.planner_chunk_size)
 
     def planner_inputs(ts: MBPOState):
         """The planner's objective_params: (model, objective floats, SAC for the value)."""

@@ -67,10 +67,14 @@ class MPCConfig(RunConfig):
     """MPC episodes per env per iteration."""
     buffer_capacity: int = 100_000
     """Transitions kept (oldest dropped)."""
+    planner_chunk_size: int = 0
+    """Plan this many envs at a time (``planners.batch``'s ``chunk_size``: less memory,
+    the same plans); 0 = all ``num_envs`` in one batch."""
 
     def __post_init__(self):
         super().__post_init__()
         require_at_least(self, 1, "episodes_per_iteration", "buffer_capacity", "replan_every")
+        require_at_least(self, 0, "planner_chunk_size")
         if self.prefill_episodes < 0:
             raise ValueError(f"prefill_episodes must be >= 0, got {self.prefill_episodes}")
         if self.buffer_capacity < self.num_envs:
@@ -156,7 +160,7 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
         objective = base.model_objective(model, task, cfg.model, cfg.objective, cfg.env.name)
         observe = lambda s: s.obs
     planner = cfg.planner.build(objective, low, high)
-    batched_planner = P.batch(planner)
+    batched_planner = base.batch_planner(planner, cfg.planner_chunk_size)
     buffer = make_replay_buffer(cfg.buffer_capacity, cfg.num_envs)
     example = base.example_transition(task.env)
     steps = task.episode_length

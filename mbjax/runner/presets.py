@@ -189,6 +189,105 @@ def _locomotion_cpu(env: str, model_based: bool) -> MBPOConfig:
 PRESETS.update({f"{algo}-{env}-cpu": _locomotion_cpu(env, algo == "mbpo")
                 for env in ("hopper", "halfcheetah") for algo in ("mbpo", "sac")})
 
+# --- The 24-DoF hand (mbjax.envs.hand: hand_track, hand_baoding, hand_cube) ------------
+# PDDM's recipe (Nagabandi et al. 2019, Sec. 4-5 and App.; the _PDDM_* settings above) at
+# the paper's size, and CPU-sized variants that run in minutes on 2 cores; the same
+# budgets for PETS (its ensemble, CEM and TS-inf at PDDM's H = 7: the hand's 40 ms control
+# step), MBPO / SAC and MPC on the simulator. Every hand preset restarts an episode that
+# ends early (a drop) from its first state (env.reset_mode "cached": no mjx.make_data per
+# step under vmap); each iteration's episodes still start from fresh draws.
+HAND_TASKS = ("hand_track", "hand_baoding", "hand_cube")
+HAND_ALGORITHMS = ("pddm", "pets", "mbpo", "sac", "true-dynamics")
+#: MPPI noise where PDDM's sigma = 0.9 throws the objects: our actions map [-1, 1] onto
+#: each joint's whole range, so 0.9 moves the wrist up to +-0.45 rad per step; on
+#: hand_baoding planning on the simulator (N = 64, H = 7) dropped a ball in 1 of 2
+#: episodes at 0.9, in none at 0.3 (experiments/pddm_hand, true-dynamics runs).
+HAND_SIGMA = {"hand_baoding": 0.3}
+_HAND_PAPER_ENVS = 30  # PDDM: ~30 trajectories per model update
+_HAND_CPU_MODEL_DET = EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(200, 200),
+                                     activation="relu", probabilistic=False,
+                                     weight_decay=())
+_HAND_CPU_TRAIN = ModelTrainConfig(batch_size=256, max_epochs=60, early_stopping=True,
+                                   patience=5)
+
+
+def hand_sigma(task: str) -> float:
+    """The MPPI noise of the hand presets on ``task`` (``HAND_SIGMA`` or PDDM's 0.9)."""
+    return HAND_SIGMA.get(task, _PDDM_PLANNER.sigma)
+
+
+def hand_preset_name(algorithm: str, task: str, cpu: bool) -> str:
+    """E.g. ``pddm-hand-baoding`` (paper size) and ``pddm-hand-baoding-cpu``."""
+    return f"{algorithm}-{task.replace('_', '-')}" + ("-cpu" if cpu else "")
+
+
+def hand_preset(algorithm: str, task: str, cpu: bool) -> RunConfig:
+    """The hand preset of ``algorithm`` (``HAND_ALGORITHMS``) on ``task`` at the paper's
+    size (``cpu=False``: GPU-sized) or CPU-sized. Sizes (paper / CPU):
+
+    * pddm: 3 x 2 x 500 deterministic ensemble, MPPI N 700 H 7 beta 0.6 kappa 20, 3
+      particles, 30 hands x 1 episode (100 steps) per iteration, 100 iterations, 3 seeds /
+      3 x 2 x 200, N 128, 2 hands, 10 iterations.
+    * pets: 5 x 4 x 200 probabilistic, CEM 500 / 50 elites / 5 its at H 7, 20 TS-inf
+      particles (Chua et al. 2018, App. A) / 3 x 2 x 200, CEM 128 / 13 / 3, 6 particles.
+    * mbpo, sac: MBPO's HalfCheetah settings (Janner et al. 2019; k = 1, G = 40, the
+      published schedule otherwise; SAC with G = 1) with epochs of 1000 steps = 10 hand
+      episodes / epochs of 200 steps, 400 random steps, G = 10, SAC (128, 128).
+    * true-dynamics: PDDM's MPPI on the simulator, N 700, 30 hands / N 64, 2 hands.
+    """
+    if task not in HAND_TASKS:
+        raise KeyError(unknown_name_message("hand task", task, list(HAND_TASKS)))
+    name = hand_preset_name(algorithm, task, cpu)
+    env = EnvConfig(name=task, reset_mode="cached")
+    mppi = dataclasses.replace(_PDDM_PLANNER, sigma=hand_sigma(task),
+                               population=(128 if algorithm == "pddm" else 64) if cpu
+                               else _PDDM_PLANNER.population)
+    mpc = dict(preset=name, env=env, num_envs=2 if cpu else _HAND_PAPER_ENVS,
+               prefill_episodes=2 if cpu else 1, episodes_per_iteration=1,
+               num_iterations=10 if cpu else 100, num_seeds=3,
+               buffer_capacity=20_000 if cpu else 400_000,
+               checkpoint_every=0 if cpu else 10)
+    if algorithm == "pddm":
+        return MPCConfig(model=_HAND_CPU_MODEL_DET if cpu else pddm_ensemble_config(500),
+                         model_train=_HAND_CPU_TRAIN if cpu else _PDDM_TRAIN,
+                         planner=mppi, objective=_PDDM_OBJECTIVE, **mpc)
+    if algorithm == "pets":
+        model = (EnsembleConfig(num_members=3, num_elites=3, hidden_sizes=(200, 200),
+                                weight_decay=()) if cpu else _PETS_MODEL)
+        planner = (CEMConfig(horizon=7, population=128, num_elites=13, iterations=3)
+                   if cpu else dataclasses.replace(_PETS_PLANNER, horizon=7))
+        objective = (ObjectiveConfig(num_particles=6, propagation="ts_inf") if cpu
+                     else _PETS_OBJECTIVE)
+        return MPCConfig(model=model, model_train=_HAND_CPU_TRAIN if cpu else
+                         ModelTrainConfig(batch_size=32, max_epochs=5, early_stopping=False),
+                         planner=planner, objective=objective, **mpc)
+    if algorithm == "true-dynamics":
+        return MPCConfig(planner=mppi, true_dynamics=True,
+                         **dict(mpc, prefill_episodes=0, num_iterations=1 if cpu else 3,
+                                num_seeds=1))
+    if algorithm in ("mbpo", "sac"):
+        model_based = algorithm == "mbpo"
+        base = PRESETS["mbpo-halfcheetah"]
+        if not cpu:
+            return dataclasses.replace(
+                base, preset=name, env=env, sac=SACConfig(), model_based=model_based,
+                updates_per_step=base.updates_per_step if model_based else 1,
+                num_iterations=100, num_seeds=3, checkpoint_every=10)
+        return dataclasses.replace(
+            base, preset=name, env=env, model_based=model_based,
+            sac=SACConfig(hidden_sizes=(128, 128)),
+            model=EnsembleConfig(num_members=7, num_elites=5, hidden_sizes=(200, 200),
+                                 weight_decay=()),
+            model_train=_HAND_CPU_TRAIN, steps_per_iteration=200, init_steps=400,
+            updates_per_step=10 if model_based else 1, model_train_every=200,
+            rollouts_per_step=20, rollout_schedule=(0, 1, 1, 1), buffer_capacity=20_000,
+            num_iterations=10, num_seeds=3, checkpoint_every=0)
+    raise KeyError(unknown_name_message("hand algorithm", algorithm, list(HAND_ALGORITHMS)))
+
+
+PRESETS.update({hand_preset_name(a, t, cpu): hand_preset(a, t, cpu)
+                for a in HAND_ALGORITHMS for t in HAND_TASKS for cpu in (False, True)})
+
 DEFAULT_PRESET = "pddm-cpu"
 
 

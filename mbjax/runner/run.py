@@ -48,6 +48,7 @@ from mbjax.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from mbjax.models.training import raise_if_failed
 from mbjax.rundir import RunDirLock, check_fresh_run_dir
 from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
+from mbjax.utils.memory import available_bytes, check_fits, program_memory
 
 
 def _mesh_text(mesh) -> str:
@@ -257,6 +258,11 @@ def seed_batch(config: RunConfig, run_dir: Path, resume: bool,
     return SeedBatch(seeds, tuple({} for _ in seeds))
 
 
+MEMORY_ADVICE = ("Lower num_envs, num_seeds or the planner's population, plan the envs in "
+                 "chunks (--planner-chunk-size, where the agent has it), spread the seeds "
+                 "over more devices (--devices), or pass --no-check-memory to try anyway.")
+
+
 def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
              stop_after: int | None, batch: SeedBatch | None) -> dict:
     """Compiles the agent over the seeds, restores or initialises, runs the host loop."""
@@ -276,17 +282,28 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
     metadata = {"config": comparable_config(config)}
 
     t0 = time.perf_counter()
-    if resume and list_checkpoints(run_dir):
-        template = jax.eval_shape(init, keys)
-        if sharding is not None:  # restore each shard straight onto its device / process
-            template = jax.tree_util.tree_map(
-                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), template)
+    resuming = bool(resume and list_checkpoints(run_dir))
+    template = jax.eval_shape(init, keys)
+    if sharding is not None:  # restore each shard straight onto its device / process
+        template = jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), template)
+    with console.status("compiling..."):
+        # Compiled ahead of the first call, so the memory the programs need is known
+        # before any of it is allocated; the compiled programs are the ones that run.
+        compiled = {"train_iteration": step.lower(template).compile()}
+        if not resuming:
+            compiled["init"] = init.lower(keys).compile()
+    if config.check_memory:
+        check_fits({k: program_memory(c) for k, c in compiled.items()}, available_bytes(),
+                   MEMORY_ADVICE)
+    step = compiled["train_iteration"]
+    if resuming:
         state = place(load_latest(run_dir, template, metadata, console), sharding)
         start = int(dist.gather(state.iteration)[0])
         console.print(f"resumed {run_dir} at iteration {start}")
     else:
-        with console.status("compiling and prefilling..."):
-            state = jax.block_until_ready(init(keys))
+        with console.status("prefilling..."):
+            state = jax.block_until_ready(compiled["init"](keys))
         start = 0
     if primary:
         _truncate_metrics(run_dir / "metrics.jsonl", start)
