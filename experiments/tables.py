@@ -850,6 +850,23 @@ def _hand_headline() -> str:
             f"{num(row['return_last3_mean'])} over the last 3")
 
 
+def _planning_dimension_headline() -> str:
+    lq = load("planning_dimension/results/lq_gap.json")
+    top, dim = max(r["budget_sequences"] for r in lq["rows"]), max(r["dimension"]
+                                                                   for r in lq["rows"])
+    gap = {r["planner"]: r["gap_mean"] for r in lq["rows"]
+           if r["budget_sequences"] == top and r["dimension"] == dim}
+    hand = load("planning_dimension/results/hand_track.json")
+    budgets = sorted({r["budget_sequences"] for r in hand["rows"]})
+    best = {b: min((r for r in hand["rows"] if r["budget_sequences"] == b),
+                   key=lambda r: r["gap_mean"]) for b in budgets}
+    return (f"LQ at dimension {dim}, N = {top}: gap to the optimum CEM {num(gap['cem'], '.3g')}, "
+            f"random shooting {num(gap['random_shooting'], '.3g')}, gradient "
+            f"{num(gap['gradient'], '.2g')}, iLQR {num(gap['ilqr'], '.2g')}; hand "
+            f"(dimension {hand['horizon'] * hand['action_size']}): smallest gap to the best "
+            + ", ".join(f"{best[b]['planner']} at N = {b}" for b in budgets))
+
+
 OVERVIEW = (
     ("mpc", "PETS and PDDM (+ random policy and true-dynamics MPC) on pendulum, cart-pole "
      "swing-up, brax halfcheetah and reacher; GPU presets at published sizes", _mpc_headline),
@@ -864,11 +881,16 @@ OVERVIEW = (
     ("pddm_hand", "PDDM on the 24-DoF MJX hand: `hand_track` and `hand_baoding` at CPU "
      "scale, ablations of planner / horizon / model size / ensemble on `hand_track`; GPU "
      "preset at the paper's size", _hand_headline),
+    ("planning_dimension", "the notes' claim that sampling planners scale poorly with H × \\|a\\|:"
+     " every planner (± spline knots, iLQR) on LQ problems with known optima (dimension 10 "
+     "to 400) and on the 24-DoF hand (true simulator, matched budgets)",
+     _planning_dimension_headline),
 )
 
 
 @table("README.md", "experiments-overview", MPC_RESULTS, "mbpo/results/*.json",
-       "sweeps/results/sweep.json", f"{HAND_RESULTS}/*.json")
+       "sweeps/results/sweep.json", f"{HAND_RESULTS}/*.json",
+       "planning_dimension/results/*.json")
 def experiments_overview() -> str:
     rows = [[f"[`{folder}/`]({folder}/README.md)", what, headline()]
             for folder, what, headline in OVERVIEW]
