@@ -48,11 +48,15 @@ def program_memory(compiled) -> ProgramMemory:
 
 
 def available_bytes(device=None) -> int | None:
-    """Memory a program may use on ``device`` (default: the first device): the
-    allocator's ``bytes_limit`` minus what is in use, or for a CPU the host's
-    MemAvailable; None when neither is known."""
-    device = device or jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    """Memory a program may use on ``device`` (default: this process's first device; under
+    multi-process runs only a process's own devices report memory): the allocator's
+    ``bytes_limit`` minus what is in use, or for a CPU the host's MemAvailable; None when
+    neither is known."""
+    device = device or jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except (AttributeError, RuntimeError):  # JaxRuntimeError is a RuntimeError
+        stats = None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     if device.platform == "cpu":
