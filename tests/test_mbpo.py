@@ -207,6 +207,12 @@ def test_presets_round_trip_and_cli():
         MBPOConfig(steps_per_iteration=100, model_train_every=30)
     with pytest.raises(ValueError, match="rollout_schedule"):
         MBPOConfig(rollout_schedule=(0, 10, 5, 2))
+    with pytest.raises(ValueError, match="planner_chunk_size chunks the planner"):
+        MBPOConfig(planner_chunk_size=8)  # acting="policy": no planner to chunk
+    value_mpc = preset_registry.get("mpc-value-cpu")
+    assert dataclasses.replace(value_mpc, planner_chunk_size=8).planner_chunk_size == 8
+    with pytest.raises(ValueError, match="planner_chunk_size must be >= 0"):
+        dataclasses.replace(value_mpc, planner_chunk_size=-1)
     with pytest.raises(SystemExit) as info:
         main(["train", "mbpo-cpu", "--help"])
     assert info.value.code == 0

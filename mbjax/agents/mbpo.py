@@ -157,6 +157,9 @@ class MBPOConfig(RunConfig):
         if self.acting == "mpc":
             self.objective.check_particles(self.model.num_members)
         P.check_proposals(self.proposal_fraction, self.proposal_noise, self.planner)
+        if self.planner_chunk_size and self.acting != "mpc":
+            raise ValueError("planner_chunk_size chunks the planner of acting='mpc'; with "
+                             "acting='policy' no planner is built: leave it 0")
         if self.proposal_fraction > 0 and self.acting != "mpc":
             raise ValueError("proposal_fraction > 0 feeds the planner of acting='mpc'; "
                              "with acting='policy' there is no planner: set it to 0")
