@@ -8,7 +8,9 @@ For each number N of parallel hands:
 * planning: one call of PDDM's filtered MPPI on the true simulator
   (``make_env_objective``): N candidate sequences of H control steps, simulated from
   one env ``State`` in N parallel MJX hands; planning calls/s = 1 / wall time,
-  physics steps/s = N H substeps / wall time.
+  physics steps/s = N H substeps / wall time; and the same calls with the candidates
+  rolled out on native MuJoCo threads (``--native-plan-sizes``, ``objective.simulator``
+  "mujoco": ``mbjax.envs.hand.native``), the ratio being what that option buys on a CPU.
 
 Both report the first call (compile + run) and the median and best of the repeats (the
 best is the least disturbed by other processes on a shared machine; the load average is
@@ -19,6 +21,8 @@ same scenes beside MJX.
 
 Usage:
   python benchmarks/hand_scaling.py                               # CPU-sized
+  python benchmarks/hand_scaling.py --batch-sizes --compare-tasks --plan-sizes 64 256 \
+      --native-plan-sizes 64 256 --out benchmarks/results/hand_native_planning_cpu.json
   python benchmarks/hand_scaling.py --batch-sizes 1 16 256 1024 4096 --plan-sizes 64 700 4096
 
 Writes benchmarks/results/hand_scaling_<device>.json and .png and prints a table.
@@ -103,8 +107,23 @@ def env_stepping(env, batch: int, steps: int, repeats: int, key) -> dict:
                 best_physics_steps_per_s=env_steps * env.substeps / r["best_s"])
 
 
-def planning(env, population: int, horizon: int, repeats: int, key) -> dict:
-    objective = P.make_env_objective(env)
+def native_objective(env):
+    """The true-dynamics objective on native MuJoCo rollouts (``simulate_native``)."""
+    from mbjax.envs.hand.native import NativeRollout
+    from mbjax.models.true_dynamics import simulate_native
+
+    native = NativeRollout(env)
+
+    def objective(params, state, actions, key):
+        out = simulate_native(native, state, actions)
+        return P.discounted_return(out.reward, out.terminated, 1.0)
+
+    return objective
+
+
+def planning(env, population: int, horizon: int, repeats: int, key,
+             simulator: str = "jax") -> dict:
+    objective = P.make_env_objective(env) if simulator == "jax" else native_objective(env)
     planner = P.make_mppi(objective, env.action_low, env.action_high,
                           P.MPPIConfig(horizon=horizon, population=population),
                           P.pddm_mppi_config()[1])
@@ -114,7 +133,7 @@ def planning(env, population: int, horizon: int, repeats: int, key) -> dict:
     r = _timed(lambda: plan(state, pstate, key), repeats)
     r.pop("_out")
     sim = population * horizon
-    return dict(r, population=population, horizon=horizon,
+    return dict(r, population=population, horizon=horizon, simulator=simulator,
                 plan_calls_per_s=1.0 / r["median_s"],
                 physics_steps_per_s=sim * env.substeps / r["median_s"],
                 best_physics_steps_per_s=sim * env.substeps / r["best_s"])
@@ -127,6 +146,9 @@ def main() -> None:
                         default=[1, 4, 16, 64, 256, 512])
     parser.add_argument("--plan-sizes", nargs="*", type=int, default=[16, 64, 256, 512],
                         help="MPPI population N (= parallel MJX hands per planning call)")
+    parser.add_argument("--native-plan-sizes", nargs="*", type=int, default=[64, 256, 512],
+                        help="the same planning calls with the candidates rolled out on "
+                             "native MuJoCo threads (objective.simulator 'mujoco')")
     parser.add_argument("--horizon", type=int, default=7, help="planning horizon (PDDM: 7)")
     parser.add_argument("--compare-tasks", nargs="*", default=["hand_track", "hand_cube"],
                         help="other tasks, timed at --compare-batch only")
@@ -166,11 +188,13 @@ def main() -> None:
               f"{r['best_physics_steps_per_s']:.0f}), compile+run {r['first_call_s']:.0f} s, "
               f"{r['active_contacts']:.1f} active contacts, load {r['loadavg_1min']:.1f}",
               flush=True)
-    for n in args.plan_sizes:
-        r = planning(env, n, args.horizon, args.repeats, key)
+    plans = [(n, "jax") for n in args.plan_sizes] + [(n, "mujoco")
+                                                    for n in args.native_plan_sizes]
+    for n, simulator in plans:
+        r = planning(env, n, args.horizon, args.repeats, key, simulator)
         r.update(task=args.task)
         result["planning"].append(r)
-        print(f"{args.task} plan   N={n:5d}: {r['plan_calls_per_s']:9.2f} calls/s "
+        print(f"{args.task} plan {simulator:6s} N={n:5d}: {r['plan_calls_per_s']:9.2f} calls/s "
               f"{r['physics_steps_per_s']:9.0f} physics steps/s (best "
               f"{r['best_physics_steps_per_s']:.0f}), compile+run {r['first_call_s']:.0f} s, "
               f"load {r['loadavg_1min']:.1f}", flush=True)
@@ -209,12 +233,13 @@ def _print_table(result) -> None:
                   f"{r['active_contacts']:.1f}", f"{r['loadavg_1min']:.1f}")
     console.print(t)
     t = Table(title=f"{result['task']}: true-dynamics MPPI planning (N candidates = N MJX "
-                    "hands, one call)")
-    for c in ("N", "H", "calls/s", "physics steps/s", "best physics steps/s",
+                    "hands, or N native MuJoCo rollouts; one call)")
+    for c in ("simulator", "N", "H", "calls/s", "physics steps/s", "best physics steps/s",
               "compile+run s", "load avg"):
         t.add_column(c, justify="right")
     for r in result["planning"]:
-        t.add_row(str(r["population"]), str(r["horizon"]), f"{r['plan_calls_per_s']:.2f}",
+        t.add_row(r.get("simulator", "jax"), str(r["population"]), str(r["horizon"]),
+                  f"{r['plan_calls_per_s']:.2f}",
                   f"{r['physics_steps_per_s']:.0f}", f"{r['best_physics_steps_per_s']:.0f}",
                   f"{r['first_call_s']:.0f}", f"{r['loadavg_1min']:.1f}")
     console.print(t)
@@ -242,9 +267,14 @@ def _plot(result, path: Path) -> None:
     ax.plot(nb, [r["physics_steps_per_s"] for r in env_rows], "o-", label="MJX env stepping")
     ax.plot(nb, [r["best_physics_steps_per_s"] for r in env_rows], "o:", alpha=0.6,
             label="MJX env stepping (best repeat)")
-    pl = result["planning"]
+    pl = [r for r in result["planning"] if r.get("simulator", "jax") == "jax"]
     ax.plot([r["population"] for r in pl], [r["physics_steps_per_s"] for r in pl], "s-",
             label=f"MJX in MPPI planning (H={pl[0]['horizon'] if pl else '-'})")
+    native_pl = [r for r in result["planning"] if r.get("simulator") == "mujoco"]
+    if native_pl:
+        ax.plot([r["population"] for r in native_pl],
+                [r["physics_steps_per_s"] for r in native_pl], "^-",
+                label="native MuJoCo threads in MPPI planning")
     nat = next(r for r in result["native"] if r["task"] == result["task"])
     ax.axhline(nat["native_physics_steps_per_s"], color="k", ls="--",
                label="native mj_step (1 thread)")

@@ -233,7 +233,12 @@ HAND_PRESETS = {presets.hand_preset_name(a, t, cpu): (a, t, cpu)
 # the flagship at paper size; test_hand_presets checks the rest field by field.
 TRACED_PRESETS = ([n for n in presets.names() if n not in HAND_PRESETS]
                   + [presets.hand_preset_name(a, "hand_track", True)
-                     for a in presets.HAND_ALGORITHMS] + ["pddm-hand-baoding"])
+                     for a in presets.HAND_ALGORITHMS] + ["pddm-hand-baoding",
+                                                          "pddm-hand-cube-cpu"])
+#: The success measures each hand task reports per iteration (``task/<name>``).
+TASK_MEASURES = {"hand_track": {"rotation", "half_turns", "on_target", "dropped"},
+                 "hand_baoding": {"rotation", "half_turns", "on_target", "dropped"},
+                 "hand_cube": {"final_error", "start_error", "success", "dropped"}}
 
 
 def test_hand_presets():
@@ -248,9 +253,11 @@ def test_hand_presets():
             assert cfg.planner.kind == "mppi" and cfg.planner.horizon == 7
             assert cfg.planner.sigma == (0.3 if task == "hand_baoding" else 0.9)
             assert cfg.planner.population == (700 if not cpu else 128 if algorithm == "pddm"
-                                              else 64)
+                                              else 256)
             assert cfg.num_envs == (2 if cpu else 30)
             assert cfg.true_dynamics == (algorithm == "true-dynamics")
+            assert cfg.objective.simulator == ("mujoco" if cpu and cfg.true_dynamics
+                                               else "jax")
         if algorithm == "pddm":
             assert cfg.model.hidden_sizes == ((200, 200) if cpu else (500, 500))
             assert not cfg.model.probabilistic and cfg.model.num_members == 3
@@ -274,3 +281,6 @@ def test_every_preset_builds_and_traces(name):
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
     _, metrics = jax.eval_shape(trainer.train_iteration, state)
     assert metrics["return_mean"].shape == ()
+    task = presets.get(name).env.name
+    reported = {k.removeprefix("task/") for k in metrics if k.startswith("task/")}
+    assert reported == TASK_MEASURES.get(task, set()), (task, reported)

@@ -40,7 +40,7 @@ from mbjax.agents.config import (  # noqa: F401 (re-exported for the agents)
     objective_params,
 )
 from mbjax.envs.wrappers import EpisodeWrapper
-from mbjax.models.true_dynamics import simulate
+from mbjax.models.true_dynamics import simulate, simulate_native
 from mbjax.planners.objectives import (
     discounted_return,
     make_randomized_task_objective,
@@ -184,11 +184,29 @@ def example_transition(env: envs.Env) -> Transition:
                       truncated=zero)
 
 
+def first_episode_mask(transitions: Transition) -> Array:
+    """[T, N]: 1.0 for the transitions of each env's first episode, 0.0 after it ended."""
+    ended_before = jnp.cumsum(transitions.episode_end, axis=0) - transitions.episode_end
+    return (ended_before < 0.5).astype(jnp.float32)
+
+
 def first_episode_return(transitions: Transition) -> tuple[Array, Array]:
     """Return and length of the first episode in [T, N] transitions (per env, [N])."""
-    ended_before = jnp.cumsum(transitions.episode_end, axis=0) - transitions.episode_end
-    alive = (ended_before < 0.5).astype(jnp.float32)
+    alive = first_episode_mask(transitions)
     return jnp.sum(alive * transitions.reward, axis=0), jnp.sum(alive, axis=0)
+
+
+def first_episode_measures(task_env: envs.Env, transitions: Transition) -> dict[str, Array]:
+    """The task's success measures (``Env.episode_measures``) of each env's first episode
+    in [T, N] transitions: name -> [N]; empty for tasks that define none."""
+    alive = first_episode_mask(transitions)
+    measures = jax.vmap(task_env.episode_measures, in_axes=1)
+    return measures(transitions.obs, transitions.action, transitions.next_obs, alive)
+
+
+def measure_metrics(measures: dict[str, Array]) -> dict[str, Array]:
+    """Per-iteration metrics ``task/<name>``: each measure's mean over all episodes."""
+    return {f"task/{k}": jnp.mean(v) for k, v in measures.items()}
 
 
 def reward_functions(task: Task, model_config, env_name: str):
@@ -235,7 +253,21 @@ def simulator_objective(task: Task, config: ObjectiveConfig | None = None) -> Ca
     once with key 0, so every seed plans on the same M simulators), aggregated with
     ``config.risk`` (traced cvar_alpha / risk_aversion;
     ``mbjax.planners.objectives.make_randomized_task_objective``). Only envs with physical
-    parameters (the pure-JAX classic tasks) support it; others raise ValueError."""
+    parameters (the pure-JAX classic tasks) support it; others raise ValueError.
+
+    With ``config.simulator`` "mujoco": the returns of rollouts on native MuJoCo
+    (``simulate_native``; hand tasks only, TypeError otherwise)."""
+    if config is not None and config.simulator == "mujoco":
+        from mbjax.envs.hand.native import NativeRollout
+
+        native = NativeRollout(task.env)
+
+        def native_objective(params, state, actions: Array, key: PRNGKey) -> Array:
+            del key
+            out = simulate_native(native, state, actions)
+            return discounted_return(out.reward, out.terminated, params[1].discount)
+
+        return native_objective
     if config is not None and config.num_randomized > 0:
         randomized = make_randomized_task_objective(
             task.env, config.num_randomized, config.randomization_scale,

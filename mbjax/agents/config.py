@@ -40,6 +40,7 @@ def require_at_least(config, minimum: int, *fields: str, prefix: str = "") -> No
 
 
 RESET_MODES = ("fresh", "cached")
+SIMULATORS = ("jax", "mujoco")  # ObjectiveConfig.simulator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +138,11 @@ class ObjectiveConfig:
     (0 = the nominal simulator only)."""
     randomization_scale: float = 0.1
     """Relative half-width s of the uniform randomisation p (1 + s U(-1, 1)), in [0, 1)."""
+    simulator: Literal["jax", "mujoco"] = "jax"
+    """What a true-dynamics planner rolls its candidates out on: "jax", the task env's own
+    JAX step (MJX for the MuJoCo tasks), or "mujoco", native MuJoCo threads through a host
+    callback (hand tasks only, ~10x faster than MJX on a CPU, no gradients;
+    ``mbjax.envs.hand.native``). The closed loop always steps the task env."""
 
     def __post_init__(self):
         if self.num_particles < 1:
@@ -157,6 +163,13 @@ class ObjectiveConfig:
         if not 0.0 <= self.randomization_scale < 1.0:
             raise ValueError(f"objective.randomization_scale must be in [0, 1), got "
                              f"{self.randomization_scale}")
+        if self.simulator not in SIMULATORS:
+            raise ValueError(f"objective.simulator must be one of {', '.join(SIMULATORS)}, "
+                             f"got {self.simulator!r}")
+        if self.simulator == "mujoco" and self.num_randomized:
+            raise ValueError("objective.simulator 'mujoco' plans on the nominal hand model; "
+                             "randomised simulators (objective.num_randomized > 0) need "
+                             "objective.simulator 'jax'")
         if self.risk_aversion and self.risk != "mean_std":
             raise ValueError(f"objective.risk_aversion is the k of risk mean_std; it would be "
                              f"ignored with objective.risk {self.risk!r}: set it to 0")
@@ -188,6 +201,10 @@ class ObjectiveConfig:
 
     def check_learned_model(self) -> None:
         """Planning on a learned model: its risk is over particles, not simulators."""
+        if self.simulator != "jax":
+            raise ValueError(f"objective.simulator {self.simulator!r} chooses the simulator "
+                             "of true-dynamics planning (true_dynamics=True); this run plans "
+                             "on a learned model: leave it at 'jax'")
         if self.num_randomized:
             raise ValueError("objective.num_randomized > 0 is supported for true-dynamics "
                              "planning (true_dynamics=True) only; on a learned model the "

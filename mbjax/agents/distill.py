@@ -323,11 +323,16 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
         ret, _ = base.first_episode_return(transitions)
         return (ts.replace(dataset=data, real_buffer=real), beta), (ret, jnp.mean(err))
 
-    def run_student(ts: DistillState, key):
+    def student_episodes(ts: DistillState, key):
+        """The student's evaluation episodes: (returns [E], success measures {name: [E]})."""
         key_reset, key_run = jax.random.split(key)
         policy = lambda obs, key: student.act(ts.student, obs)
         _, transitions = envs.rollout(eval_env, policy, eval_env.reset(key_reset), key_run, L)
-        return base.first_episode_return(transitions)[0]
+        return (base.first_episode_return(transitions)[0],
+                base.first_episode_measures(task.env, transitions))
+
+    def run_student(ts: DistillState, key):
+        return student_episodes(ts, key)[0]
 
     def evaluate_teacher(ts: DistillState, key):
         """Teacher MPC episodes from the same start states as ``evaluate(ts, key)``."""
@@ -356,7 +361,7 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
             ts.student, ts.opt_state, lambda k: dataset.sample(ts.dataset, k, cfg.batch_size),
             key_train, ts.hparams.learning_rate)
         ts = ts.replace(student=layers, opt_state=opt_state)
-        returns = run_student(ts, key_eval)
+        returns, measures = student_episodes(ts, key_eval)
         ts = ts.replace(key=key, iteration=ts.iteration + 1,
                         env_steps=ts.env_steps + cfg.episodes_per_iteration * L * N)
         metrics = dict(metrics)
@@ -367,6 +372,7 @@ def make_distill_agent(config: DistillConfig, task_env: envs.Env | None = None
             "collect/teacher_probability": beta,
             "student/heldout_action_mse": jnp.mean(heldout_err),
             "student/train_loss": losses[-1], "student/dataset_size": ts.dataset.size * N,
+            **base.measure_metrics(measures),
         })
         return ts, metrics
 

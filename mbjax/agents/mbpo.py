@@ -156,6 +156,7 @@ class MBPOConfig(RunConfig):
             raise ValueError("acting='mpc' plans on the model: it needs model_based=True")
         if self.acting == "mpc":
             self.objective.check_particles(self.model.num_members)
+        self.objective.check_learned_model()  # MBPO never plans on the simulator
         P.check_proposals(self.proposal_fraction, self.proposal_noise, self.planner)
         if self.planner_chunk_size and self.acting != "mpc":
             raise ValueError("planner_chunk_size chunks the planner of acting='mpc'; with "
@@ -580,7 +581,8 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                 eval_env, batched_planner, ts.hparams.planner,
                 planner_inputs(ts), state, pstate,
                 key_run, L)
-        return base.first_episode_return(transitions)
+        returns, lengths = base.first_episode_return(transitions)
+        return returns, lengths, base.first_episode_measures(task.env, transitions)
 
     def train_iteration(ts: MBPOState):
         key, key_chunks, key_eval = jax.random.split(ts.key, 3)
@@ -588,7 +590,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             cfg.rollout_schedule, ts.iteration)
         (ts, _), (model_metrics, sac_metrics, stats) = jax.lax.scan(
             chunk, (ts, k), jax.random.split(key_chunks, chunks))
-        returns, lengths = run_eval(ts, key_eval)
+        returns, lengths, measures = run_eval(ts, key_eval)
         finished = jnp.sum(stats["finished"])
         train_return = finished_return(stats, ts.last_return)
         ts = ts.replace(key=key, iteration=ts.iteration + 1,
@@ -600,6 +602,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             "return_max": jnp.max(returns), "episode_length": jnp.mean(lengths),
             "train/return": train_return, "train/episodes_finished": finished,
             "rollout/length": k,
+            **base.measure_metrics(measures),
         })
         if cfg.model_based:
             metrics["rollout/model_buffer_size"] = ts.model_buffer.size

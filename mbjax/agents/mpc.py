@@ -190,6 +190,7 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
         buffer_state = buffer.add(buffer_state, transitions)
         ret, length = base.first_episode_return(transitions)
         stats = {"return": ret, "length": length,
+                 "measures": base.first_episode_measures(task.env, transitions),
                  "planner_nonfinite": jnp.sum(infos["num_nonfinite"]),
                  "predicted_return": jnp.mean(infos["best_return"])}
         return (buffer_state, model_state, hparams), stats
@@ -219,6 +220,7 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
             "episode_length": jnp.mean(stats["length"]),
             "planner/predicted_return": jnp.mean(stats["predicted_return"]),
             "planner/nonfinite_returns": jnp.sum(stats["planner_nonfinite"]),
+            **base.measure_metrics(stats["measures"]),
         })
         return ts, metrics
 

@@ -227,6 +227,21 @@ class Env(abc.ABC):
         """Terminal flag (1.0 / 0.0) of one transition from observations; shape []."""
         return jnp.zeros((), dtype=jnp.float32)
 
+    # -- task success measures ----------------------------------------------------------
+    def episode_measures(self, obs: Array, action: Array, next_obs: Array,
+                         alive: Array) -> dict[str, Array]:
+        """The task's success measures of one episode, from its observations.
+
+        Args: obs [T, obs_dim], action [T, action_size], next_obs [T, obs_dim] of T
+        consecutive transitions, alive [T] (1.0 for the transitions of the episode, 0.0
+        after it ended). Returns a dict of scalars (shape []); the default has none.
+        Tasks override it (the hand tasks: half-turns, steps on target, drops); the
+        agents report each measure per iteration as ``task/<name>``, averaged over the
+        iteration's episodes.
+        """
+        del obs, action, next_obs, alive
+        return {}
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, obs={self.observation_size}, "

@@ -56,6 +56,9 @@ class Wrapper(Env):
     def step(self, state: State, action: Array) -> State:
         return self.env.step(state, action)
 
+    def episode_measures(self, obs, action, next_obs, alive):
+        return self.env.episode_measures(obs, action, next_obs, alive)
+
     def _reset(self, key):  # wrappers override reset/step directly
         return self.reset(key)
 
@@ -249,6 +252,10 @@ class ObservationExtension(Wrapper):
     def termination_fn(self, obs, action, next_obs):
         n = self.env.observation_size
         return self.env.termination_fn(obs[:n], action, next_obs[:n])
+
+    def episode_measures(self, obs, action, next_obs, alive):
+        n = self.env.observation_size
+        return self.env.episode_measures(obs[..., :n], action, next_obs[..., :n], alive)
 
 
 class VmapWrapper(Wrapper):

@@ -175,3 +175,35 @@ class TrueDynamicsModel:
 
     def __repr__(self) -> str:
         return f"TrueDynamicsModel({self.env!r})"
+
+
+def simulate_native(
+    native,
+    state: State,
+    actions: Array,
+    reward_fn: RewardFn | None = None,
+    termination_fn: RewardFn | None = None,
+) -> ModelRollout:
+    """``simulate`` on native MuJoCo: the same rollout of actions [B, H, A] from one
+    unbatched ``state``, with the physics stepped by ``native``
+    (``mbjax.envs.hand.native.NativeRollout``, a host callback; no gradients) and the
+    reward / terminal flag computed from the observations by ``reward_fn`` /
+    ``termination_fn`` (default: the task env's own).
+
+    Returns ``ModelRollout`` with obs [B, H + 1, O], reward [B, H], terminated [B, H]
+    (cumulative, as in ``simulate``) and zero disagreement.
+    """
+    env = native.env
+    if _check_state(env, state):
+        raise ValueError(f"{env.name}: native rollouts start from one unbatched state, got "
+                         f"a batch of {state.obs.shape[0]}")
+    reward_fn = env.reward_fn if reward_fn is None else reward_fn
+    termination_fn = env.termination_fn if termination_fn is None else termination_fn
+    next_obs = native.next_obs(state, actions)  # [B, H, O]
+    obs0 = jnp.broadcast_to(state.obs, next_obs[:, 0].shape)  # [B, O]
+    obs = jnp.concatenate([obs0[:, None], next_obs], 1)
+    per_step = lambda f: jax.vmap(jax.vmap(f))
+    reward = per_step(reward_fn)(obs[:, :-1], actions, next_obs).astype(jnp.float32)
+    done = per_step(termination_fn)(obs[:, :-1], actions, next_obs).astype(jnp.float32)
+    terminated = jax.lax.cummax(done, axis=1)
+    return rollout_from_steps(obs0, next_obs, reward, terminated)

@@ -143,7 +143,7 @@ class HandEnv(Env):
 
     Subclasses set ``name``, ``scene``, ``objects`` (free-joint body names) and
     ``task_obs_size``, and implement ``_init_task`` (object poses and the task's
-    observation entries, e.g. the target, from a key), ``_next_task_obs`` (those entries
+    observation entries, e.g. the target, from a key), ``next_task_obs`` (those entries
     one control step later, from the previous observation) and ``reward_fn``. An
     observation is [hand (48), object_stride per object, task entries (task_obs_size)].
 
@@ -269,7 +269,9 @@ class HandEnv(Env):
             out.append(jnp.concatenate(parts + [lin, ang]))
         return out
 
-    def _obs(self, data, task_obs: Array) -> Array:
+    def observation(self, data, task_obs: Array) -> Array:
+        """The observation [observation_size] of physics ``data`` (anything with the
+        ``qpos`` [nq] and ``qvel`` [nv] of an ``mjx.Data``) and the task entries."""
         hand = [data.qpos[:NUM_JOINTS], data.qvel[:NUM_JOINTS]]
         return jnp.concatenate(hand + self._object_obs(data) + [task_obs])
 
@@ -284,14 +286,14 @@ class HandEnv(Env):
         key_hand, key_task = jax.random.split(key)
         object_qpos, task_obs = self._init_task(key_task)
         data = self._initial_data(key_hand, object_qpos)
-        obs = self._obs(data, task_obs)
+        obs = self.observation(data, task_obs)
         zero = jnp.zeros((), jnp.float32)
         metrics = self._metrics(obs, obs, data)
         return State(physics=data, obs=obs, reward=zero, done=zero, metrics=metrics)
 
     def _step(self, state: State, action: Array) -> State:
         data = self.physics_step(state.physics, self.action_to_ctrl(action))
-        obs = self._obs(data, self._next_task_obs(state.obs))
+        obs = self.observation(data, self.next_task_obs(state.obs))
         reward = self.reward_fn(state.obs, action, obs)
         done = self.termination_fn(state.obs, action, obs)
         return state.replace(physics=data, obs=obs, reward=reward, done=done,
@@ -321,12 +323,19 @@ class HandEnv(Env):
     def reward_terms(self, obs: Array) -> dict[str, Array]:
         return {}
 
+    def episode_measures(self, obs: Array, action: Array, next_obs: Array,
+                         alive: Array) -> dict[str, Array]:
+        """``dropped``: 1.0 if an object fell in the episode; obs/next_obs [T, obs_size],
+        alive [T] (``Env.episode_measures``). Tasks add their own measures."""
+        drops = jax.vmap(self.dropped)(next_obs)
+        return {"dropped": jnp.max(alive * drops)}
+
     # -- task hooks ---------------------------------------------------------------------
     def _init_task(self, key: PRNGKey) -> tuple[list[Array], Array]:
         """(object qpos list, task observation entries) of a fresh episode."""
         raise NotImplementedError
 
-    def _next_task_obs(self, obs: Array) -> Array:
+    def next_task_obs(self, obs: Array) -> Array:
         """The task's observation entries one control step after ``obs``."""
         raise NotImplementedError
 
@@ -385,7 +394,7 @@ class _PhaseTask(HandEnv):
     def _phase_obs(phase: Array) -> Array:
         return jnp.stack([jnp.cos(phase), jnp.sin(phase)])
 
-    def _next_task_obs(self, obs):
+    def next_task_obs(self, obs):
         cos_phi, sin_phi = self.phase_of(obs)
         return self._phase_obs(jnp.arctan2(sin_phi, cos_phi) + self.phase_step)
 
@@ -393,6 +402,43 @@ class _PhaseTask(HandEnv):
     def phase_of(obs: Array) -> tuple[Array, Array]:
         """(cos phi, sin phi) from the last two observation entries."""
         return obs[-2], obs[-1]
+
+    #: Distance (m) within which an object counts as on its target (``on_target``).
+    success_distance: float = 0.01
+
+    def rotation_angle(self, obs: Array) -> Array:
+        """Angle (rad, seen from above) whose progress counts turns: the ball's bearing
+        about the palm centre; Baoding overrides it with the ball pair's bearing."""
+        p = self.object_positions(obs)[0]
+        return jnp.arctan2(p[1], p[0])
+
+    def episode_measures(self, obs, action, next_obs, alive):
+        """Per episode (``Env.episode_measures``; obs/next_obs [T, obs_size], alive [T]):
+
+        * ``rotation``: net turning of ``rotation_angle`` in the task's direction, in
+          turns: direction * sum_t alive_t wrap(angle(s'_t) - angle(s_t)) / (2 pi), with
+          wrap into [-pi, pi) (one control step turns far less than pi);
+        * ``half_turns``: completed half-turns, floor(max(0, 2 rotation) + 1e-4) (the
+          1e-4 half-turn, 0.02 deg, absorbs float32 rounding of an exact half-turn);
+        * ``on_target``: fraction of the episode's steps with every object within
+          ``success_distance`` (1 cm) of its target at s';
+        * ``dropped``: 1.0 if an object fell (the episode then ends).
+        """
+        out = super().episode_measures(obs, action, next_obs, alive)
+        before = jax.vmap(self.rotation_angle)(obs)
+        after = jax.vmap(self.rotation_angle)(next_obs)
+        step = jnp.mod(after - before + jnp.pi, 2 * jnp.pi) - jnp.pi
+        turns = self.direction * jnp.sum(alive * step) / (2 * jnp.pi)
+
+        def on_target(o):
+            g = self.targets(*self.phase_of(o))
+            d = jnp.linalg.norm(self.object_positions(o) - g, axis=-1)
+            return jnp.all(d < self.success_distance).astype(jnp.float32)
+
+        hits = jax.vmap(on_target)(next_obs)
+        out.update(rotation=turns, half_turns=jnp.floor(jnp.maximum(0.0, 2 * turns) + 1e-4),
+                   on_target=jnp.sum(alive * hits) / jnp.maximum(jnp.sum(alive), 1.0))
+        return out
 
 
 class HandTrack(_PhaseTask):
@@ -494,6 +540,12 @@ class HandBaoding(_PhaseTask):
         z = jnp.full((1,), self.rest_z)
         return jnp.stack([jnp.concatenate([xy, z]), jnp.concatenate([-xy, z])])
 
+    def rotation_angle(self, obs: Array) -> Array:
+        """Bearing (rad, seen from above) of ball 1 from ball 2: turns once per lap of
+        the pair about each other, wherever the pair sits in the palm."""
+        p = self.object_positions(obs)
+        return jnp.arctan2(p[0, 1] - p[1, 1], p[0, 0] - p[1, 0])
+
     def reward_terms(self, obs):
         g = self.targets(*self.phase_of(obs))
         return {"distance_1": safe_norm(obs[48:51] - g[0]),
@@ -563,11 +615,28 @@ class HandCube(HandEnv):
         qpos = jnp.concatenate([jnp.array([0.0, 0.0, PALM_TOP_Z + CUBE_HALF + 5e-4]), q0])
         return [qpos], target
 
-    def _next_task_obs(self, obs):
+    def next_task_obs(self, obs):
         return obs[61:65]
 
     def reward_terms(self, obs):
         return {"orientation_distance": orientation_distance(obs[51:55], obs[61:65])}
+
+    #: Final orientation error (rad) below which an episode counts as a success (~17 deg).
+    success_angle: float = 0.3
+
+    def episode_measures(self, obs, action, next_obs, alive):
+        """Per episode (``Env.episode_measures``): ``final_error``, the rotation angle (rad)
+        from the target at the episode's last state; ``success``, 1.0 if that is below
+        ``success_angle`` (0.3 rad) without a drop; ``start_error`` (the same at s_0, for
+        reference) and ``dropped``."""
+        out = super().episode_measures(obs, action, next_obs, alive)
+        last = jnp.maximum(jnp.sum(alive).astype(jnp.int32) - 1, 0)
+        error = self.reward_terms(next_obs[last])["orientation_distance"]
+        out.update(final_error=error,
+                   start_error=self.reward_terms(obs[0])["orientation_distance"],
+                   success=(error < self.success_angle).astype(jnp.float32)
+                   * (1.0 - out["dropped"]))
+        return out
 
     def reward_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
         """-w_o angle(q, q_target) - P drop at s'; obs [65], action [24] -> shape []."""
