@@ -562,6 +562,51 @@ def hand_baoding() -> str:
         "metrics.jsonl` (2 hands per seed).", "", _hand_source(fb, *ftrue, fm)])
 
 
+def _baoding_source(d: dict, f: str) -> str:
+    return source("pddm_hand", f, machine_text=machine(d["machine"]),
+                  code=f"`{d['code']}`")
+
+
+@table_of("pddm_hand/README.md", "baoding-probe", f"{HAND_RESULTS}/baoding-probe.json")
+def baoding_probe(d: dict, f: str) -> str:
+    """``baoding.py probe``: the rotation a 1 s open-loop plan that maximises it achieves."""
+    header = ["direction", "wrist cost w", "rotation in 1 s (turns), per start",
+              "mean", "half-turns completed", "drops", "mean wrist target (rad)"]
+    rows = []
+    for v in d["variants"]:
+        st = v["starts"]
+        rows.append(["counter-clockwise" if v["direction"] > 0 else "clockwise",
+                     num(v["wrist_cost"], "g"),
+                     ", ".join(num(r["rotation_turns"], ".2f") for r in st),
+                     num(v["rotation_mean"], ".2f"),
+                     num(sum(r["half_turns"] for r in st), ".0f"),
+                     f"{sum(r['dropped'] > 0 for r in st)} of {len(st)}",
+                     num(float(np.mean([r["mean_wrist_target_rad"] for r in st])), ".2f")])
+    p = d["planner"]
+    return "\n".join(md_table(header, rows) + [
+        "", f"Planner: mbjax CEM, {p['population']} sequences × {p['iterations']} iterations, "
+        f"{p['num_elites']} elites, {p['parameterization']} splines with {p['num_knots']} "
+        f"knots over {d['steps']} control steps ({d['seconds']:g} s), rolled out on native "
+        "MuJoCo; each plan executed open loop on the MJX task env, which measured the "
+        "rotation.", "", _baoding_source(d, f)])
+
+
+@table_of("pddm_hand/README.md", "baoding-mpc", f"{HAND_RESULTS}/baoding-mpc.json")
+def baoding_mpc(d: dict, f: str) -> str:
+    """``baoding.py mpc``: closed-loop true-dynamics MPC on the tracking reward."""
+    header = ["reward", "planner", "return (100 steps)", "rotation (turns)",
+              "half-turns", "steps on target", "drops", "wall s"]
+    rows = [[r["task"], r["planner"], num(r["return_mean"], ".1f"),
+             num(r["rotation"], ".2f"), num(r["half_turns"], ".1f"),
+             f"{r['on_target'] * 100:.0f} %", num(r["dropped"], ".1f"),
+             num(r["wall_s"], ".0f")] for r in d["rows"]]
+    hands = d["rows"][0]["hands"]
+    return "\n".join(md_table(header, rows) + [
+        "", f"Each row: {hands} hands × 1 episode (means over the hands); a perfect tracker "
+        "turns the pair once per episode. Drops: fraction of episodes with a drop.", "",
+        _baoding_source(d, f)])
+
+
 # -------------------------------------------------------------------------------------
 # experiments/sweeps
 # -------------------------------------------------------------------------------------

@@ -128,3 +128,23 @@ def test_cube_success_is_a_small_final_error_without_a_drop():
     obs[-1, 50] = 0.05  # dropped on the last step: no success, however close
     m = measures(env, obs)
     assert m["dropped"] == 1.0 and m["success"] == 0.0
+
+
+def test_turn_reward_pays_for_rotation_in_the_task_direction():
+    """reward="turn": 10 per radian the pair turns in the task direction, - 5 per metre the
+    pair's midpoint is off the palm centre, - w |q_wrist|; the tracking reward is unchanged."""
+    env = hand.HandBaoding(reward="turn", wrist_weight=1.0)
+    o = jnp.asarray(baoding_obs(env, [0.0, 0.1, 0.0]))
+    r = lambda a, b: float(env.reward_fn(o[a], jnp.zeros(24), o[b]))  # noqa: E731
+    assert r(0, 1) == pytest.approx(1.0, abs=1e-5)   # +0.1 rad counter-clockwise
+    assert r(1, 2) == pytest.approx(-1.0, abs=1e-5)  # turning back costs the same
+    assert float(hand.HandBaoding(reward="turn", wrist_weight=1.0, direction=-1).reward_fn(
+        o[1], jnp.zeros(24), o[2])) == pytest.approx(1.0, abs=1e-5)
+    shifted = jnp.asarray(baoding_obs(env, [0.1], centre=(0.006, 0.008)))[0]
+    tilted = shifted.at[0:2].set(jnp.array([0.3, 0.4]))  # wrist 0.5 rad from neutral
+    assert float(env.reward_fn(o[0], jnp.zeros(24), tilted)) == pytest.approx(
+        1.0 - 5 * 0.01 - 0.5, abs=1e-5)
+    track = hand.HandBaoding()
+    assert float(track.reward_fn(o[0], jnp.zeros(24), o[0])) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        hand.HandBaoding(reward="spin")

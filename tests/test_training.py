@@ -252,12 +252,12 @@ def test_hand_presets():
         if algorithm in ("pddm", "true-dynamics"):
             assert cfg.planner.kind == "mppi" and cfg.planner.horizon == 7
             assert cfg.planner.sigma == (0.3 if task == "hand_baoding" else 0.9)
+            native = cpu and cfg.true_dynamics and task != "hand_cube"
             assert cfg.planner.population == (700 if not cpu else 128 if algorithm == "pddm"
-                                              else 256)
+                                              else 256 if native else 64)
             assert cfg.num_envs == (2 if cpu else 30)
             assert cfg.true_dynamics == (algorithm == "true-dynamics")
-            assert cfg.objective.simulator == ("mujoco" if cpu and cfg.true_dynamics
-                                               else "jax")
+            assert cfg.objective.simulator == ("mujoco" if native else "jax")
         if algorithm == "pddm":
             assert cfg.model.hidden_sizes == ((200, 200) if cpu else (500, 500))
             assert not cfg.model.probabilistic and cfg.model.num_members == 3

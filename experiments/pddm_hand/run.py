@@ -45,8 +45,12 @@ from configs import (  # noqa: E402
 )
 
 import mbjax.envs as envs  # noqa: E402
-from mbjax.agents import first_episode_return, make_mpc_agent  # noqa: E402
-from mbjax.utils.bench import machine_info  # noqa: E402
+from mbjax.agents import (  # noqa: E402
+    first_episode_measures,
+    first_episode_return,
+    make_mpc_agent,
+)
+from mbjax.utils.bench import git_state, machine_info  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -113,15 +117,16 @@ def baselines(task: str, episodes: int, out: Path) -> dict:
             return scale * jax.random.uniform(k, obs.shape[:-1] + (24,), minval=-1, maxval=1)
 
         _, tr = envs.rollout(wenv, policy, state, k_act, length)
-        return first_episode_return(tr)
+        return first_episode_return(tr), first_episode_measures(env, tr)
 
-    t0 = time.perf_counter()
-    ret, ep_len = jax.device_get(run(jax.random.PRNGKey(123)))
-    res = {"task": task, "device": _device(), "episodes": episodes,
+    t0, code = time.perf_counter(), git_state()
+    (ret, ep_len), measures = jax.device_get(run(jax.random.PRNGKey(123)))
+    res = {"task": task, "device": _device(), "code": code, "episodes": episodes,
            "episode_length_limit": length, "wall_s": time.perf_counter() - t0}
     for name, sl in (("random", slice(0, episodes)), ("hold_still", slice(episodes, None))):
         res[name] = {"return_mean": float(ret[sl].mean()), "return_std": float(ret[sl].std()),
-                     "length_mean": float(ep_len[sl].mean())}
+                     "length_mean": float(ep_len[sl].mean()),
+                     "measures": {k: float(np.mean(v[sl])) for k, v in measures.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
@@ -129,17 +134,20 @@ def baselines(task: str, episodes: int, out: Path) -> dict:
 
 
 # -- true-dynamics MPC --------------------------------------------------------------------
-def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: Path
-                  ) -> dict:
-    """PDDM's MPPI planning on the simulator itself (N MJX hands per planning call):
-    an upper bound for the learned model at this N. One episode per env."""
+def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: Path,
+                  simulator: str = "jax") -> dict:
+    """PDDM's MPPI planning on the simulator itself (N MJX hands per planning call, or N
+    native MuJoCo rollouts with ``simulator="mujoco"``): an upper bound for the learned
+    model at this N. One episode per env; the task's success measures are recorded."""
     cfg = scale_config("cpu", task)
     cfg = dataclasses.replace(cfg, true_dynamics=True, num_envs=num_envs, num_seeds=1,
                               prefill_episodes=0, num_iterations=1,
                               planner=pddm_planner(population=population, sigma=sigma),
+                              objective=dataclasses.replace(cfg.objective,
+                                                            simulator=simulator),
                               run_name=f"true-dynamics-{task}-N{population}-sigma{sigma}")
     agent = make_mpc_agent(cfg)
-    t0 = time.perf_counter()
+    t0, code = time.perf_counter(), git_state()
     state = jax.jit(agent.init)(jax.random.PRNGKey(0))
     _, metrics = jax.device_get(jax.jit(agent.train_iteration)(state))
     res = {"task": task, "device": _device(), "population": population,
@@ -149,6 +157,9 @@ def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: 
            "return_min": float(metrics["return_min"]),
            "return_max": float(metrics["return_max"]),
            "episode_length": float(metrics["episode_length"]),
+           "simulator": simulator, "code": code,
+           "measures": {k.removeprefix("task/"): float(v) for k, v in metrics.items()
+                        if k.startswith("task/")},
            "wall_s": time.perf_counter() - t0}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -348,6 +359,8 @@ def main() -> None:
     p.add_argument("--num-envs", type=int, default=2)
     p.add_argument("--sigma", type=float, default=None,
                    help="MPPI noise (default: the task's, configs.TASK_SIGMA or 0.9)")
+    p.add_argument("--simulator", default="jax", choices=["jax", "mujoco"],
+                   help="roll the candidates out on MJX or native MuJoCo (objective.simulator)")
     p = sub.add_parser("ablation")
     p.add_argument("which", choices=list(ABLATIONS))
     p.add_argument("--task", default="hand_track")
@@ -378,9 +391,10 @@ def main() -> None:
         baselines(args.task, args.episodes, RESULTS / f"baselines-{args.task}.json")
     elif args.cmd == "true-dynamics":
         sigma = task_sigma(args.task) if args.sigma is None else args.sigma
+        suffix = "" if args.simulator == "jax" else f"-{args.simulator}"
         true_dynamics(args.task, args.population, args.num_envs, sigma,
                       RESULTS / f"true-dynamics-{args.task}-N{args.population}"
-                                f"-sigma{sigma}.json")
+                                f"-sigma{sigma}{suffix}.json", args.simulator)
     elif args.cmd == "ablation":
         base = scale_config(args.scale, args.task)
         changes = {}

@@ -21,6 +21,7 @@ from mbjax.agents import (
     SACConfig,
 )
 from mbjax.agents.mpc import PDDM_MPPI
+from mbjax.envs.hand.native import SUPPORTED_TASKS
 from mbjax.models.ensemble import EnsembleConfig, pddm_ensemble_config
 from mbjax.models.training import ModelTrainConfig
 from mbjax.planners import (
@@ -233,9 +234,10 @@ def hand_preset(algorithm: str, task: str, cpu: bool) -> RunConfig:
     * mbpo, sac: MBPO's HalfCheetah settings (Janner et al. 2019; k = 1, G = 40, the
       published schedule otherwise; SAC with G = 1) with epochs of 1000 steps = 10 hand
       episodes / epochs of 200 steps, 400 random steps, G = 10, SAC (128, 128).
-    * true-dynamics: PDDM's MPPI on the simulator, N 700, 30 hands (MJX) / N 256, 2 hands,
-      planning on native MuJoCo rollouts (``objective.simulator`` "mujoco"; the episodes
-      still step the MJX task env).
+    * true-dynamics: PDDM's MPPI on the simulator, N 700, 30 hands (MJX) / on the ball
+      tasks N 256, 2 hands, planning on native MuJoCo rollouts (``objective.simulator``
+      "mujoco"; the episodes still step the MJX task env), on the cube N 64 on MJX (native
+      box contacts differ from MJX's: ``mbjax.envs.hand.native``).
     """
     if task not in HAND_TASKS:
         raise KeyError(unknown_name_message("hand task", task, list(HAND_TASKS)))
@@ -264,10 +266,11 @@ def hand_preset(algorithm: str, task: str, cpu: bool) -> RunConfig:
                          ModelTrainConfig(batch_size=32, max_epochs=5, early_stopping=False),
                          planner=planner, objective=objective, **mpc)
     if algorithm == "true-dynamics":
-        if cpu:  # native MuJoCo rollouts: ~10x MJX's speed on a CPU, so 4x the candidates
+        native = cpu and task in SUPPORTED_TASKS  # native MuJoCo rollouts: faster on CPU
+        if native:
             mppi = dataclasses.replace(mppi, population=256)
         return MPCConfig(planner=mppi, true_dynamics=True,
-                         objective=ObjectiveConfig(simulator="mujoco" if cpu else "jax"),
+                         objective=ObjectiveConfig(simulator="mujoco" if native else "jax"),
                          **dict(mpc, prefill_episodes=0, num_iterations=1 if cpu else 3,
                                 num_seeds=1))
     if algorithm in ("mbpo", "sac"):
