@@ -107,23 +107,9 @@ def env_stepping(env, batch: int, steps: int, repeats: int, key) -> dict:
                 best_physics_steps_per_s=env_steps * env.substeps / r["best_s"])
 
 
-def native_objective(env):
-    """The true-dynamics objective on native MuJoCo rollouts (``simulate_native``)."""
-    from mbjax.envs.hand.native import NativeRollout
-    from mbjax.models.true_dynamics import simulate_native
-
-    native = NativeRollout(env)
-
-    def objective(params, state, actions, key):
-        out = simulate_native(native, state, actions)
-        return P.discounted_return(out.reward, out.terminated, 1.0)
-
-    return objective
-
-
 def planning(env, population: int, horizon: int, repeats: int, key,
              simulator: str = "jax") -> dict:
-    objective = P.make_env_objective(env) if simulator == "jax" else native_objective(env)
+    objective = P.make_env_objective(env, simulator=simulator)
     planner = P.make_mppi(objective, env.action_low, env.action_high,
                           P.MPPIConfig(horizon=horizon, population=population),
                           P.pddm_mppi_config()[1])

@@ -107,7 +107,8 @@ def _train(argv: list[str]) -> int:
     config = config_cli(presets.get(name), argv, f"mbjax train {name}")
     import mbjax.envs as envs
 
-    envs.make(config.env.name)  # unknown env names fail here, before any compilation
+    # unknown env names and options fail here, before any compilation
+    envs.make(config.env.name, **config.env.parsed_options())
     run(config, overwrite=overwrite)
     return 0
 

@@ -284,3 +284,23 @@ def test_every_preset_builds_and_traces(name):
     task = presets.get(name).env.name
     reported = {k.removeprefix("task/") for k in metrics if k.startswith("task/")}
     assert reported == TASK_MEASURES.get(task, set()), (task, reported)
+
+
+def test_env_options_reach_the_task_env_or_are_refused():
+    """``--env.options key=value,...`` builds the task with those constructor arguments;
+    malformed pairs, unknown keys and options beside an explicit task_env are errors."""
+    from mbjax.agents import make_task
+    from mbjax.agents.config import parse_options
+
+    assert parse_options("reward=turn, wrist_weight=1,radius=2.5e-2,x='ab'", "o") == {
+        "reward": "turn", "wrist_weight": 1, "radius": 0.025, "x": "ab"}
+    assert parse_options("", "o") == {}
+    cfg = MPCConfig(env=EnvConfig(name="pendulum", options="max_torque=1.5"))
+    assert make_task(cfg).env.max_torque == 1.5
+    for bad, match in (("max_torque", "key=value"), ("a=1,a=2", "twice")):
+        with pytest.raises(ValueError, match=match):
+            EnvConfig(name="pendulum", options=bad)
+    with pytest.raises(TypeError, match="no option"):
+        make_task(MPCConfig(env=EnvConfig(name="pendulum", options="bogus=1")))
+    with pytest.raises(ValueError, match="task_env"):
+        make_task(cfg, task_env=envs.make("pendulum"))

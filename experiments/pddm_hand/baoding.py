@@ -21,6 +21,7 @@ step is an MJX step of the task env):
 
     python experiments/pddm_hand/baoding.py probe   # ~5 min on 2 CPU cores
     python experiments/pddm_hand/baoding.py mpc     # ~30 min on 2 CPU cores
+    MUJOCO_GL=egl python experiments/pddm_hand/baoding.py gif  # media/hand_baoding_turn.gif
 
 Writes ``results/baoding-probe.json`` and ``results/baoding-mpc.json`` (machine, code
 state at the start); the README tables are rendered from them by ``experiments/tables.py``.
@@ -170,6 +171,52 @@ def mpc(out: Path) -> dict:
     return res
 
 
+# -- pictures -----------------------------------------------------------------------------
+TURN_TASK = MPC_TASKS["turn (wrist weight 1)"]
+TURN_PLANNER = MPC_PLANNERS["CEM, linear splines (N 200 x 4 it., H 20, 5 knots)"]
+
+
+def gif(steps: int, fps: float, key: int) -> dict:
+    """A GIF + PNG of CEM on native rollouts turning the balls under the "turn" reward;
+    the episode's success measures go to results/baoding-gif.json."""
+    import sys
+
+    from mbjax.envs.hand.render import RenderUnavailableError, render_frames, save_gif
+
+    sys.path.insert(0, str(HERE))
+    from run import MEDIA, mpc_episode
+
+    env = envs.make(TASK, **TURN_TASK)
+    planner = TURN_PLANNER.build(P.make_env_objective(env, simulator="mujoco"),
+                                 env.action_low, env.action_high)
+    t0, code = time.perf_counter(), git_state()
+    q0, o0, (qpos, obs, reward, done) = jax.device_get(
+        mpc_episode(env, planner, steps)(jax.random.PRNGKey(key)))
+    obs_all = np.concatenate([o0[None], obs])
+    alive = (np.cumsum(done) - done < 0.5).astype(np.float32)
+    m = jax.device_get(env.episode_measures(jnp.asarray(obs_all[:-1]), jnp.zeros((steps, 24)),
+                                            jnp.asarray(obs_all[1:]), jnp.asarray(alive)))
+    res = {"task": TASK, "options": TURN_TASK, "planner": dataclasses.asdict(TURN_PLANNER),
+           "steps": steps, "key": key, "machine": machine_info(), "code": code,
+           "return": float(np.sum(alive * reward)),
+           **{k: float(v) for k, v in m.items()}, "wall_s": time.perf_counter() - t0}
+    _write(RESULTS / "baoding-gif.json", res)
+    last = int(np.flatnonzero(done > 0)[0]) if np.any(done > 0) else steps - 1
+    try:
+        frames = render_frames(env, np.concatenate([q0[None], qpos])[:last + 2],
+                               obs_all[:last + 2], camera="diag")
+    except RenderUnavailableError as err:
+        print(f"skipping pictures: {err}")
+        return res
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    save_gif(frames, MEDIA / "hand_baoding_turn.gif", fps=fps)
+    from PIL import Image
+
+    Image.fromarray(frames[len(frames) // 2]).save(MEDIA / "hand_baoding_turn.png")
+    print(f"wrote {MEDIA / 'hand_baoding_turn.gif'} ({len(frames)} frames)")
+    return res
+
+
 def _write(path: Path, res: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2))
@@ -178,12 +225,17 @@ def _write(path: Path, res: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["probe", "mpc"])
+    parser.add_argument("what", choices=["probe", "mpc", "gif"])
+    parser.add_argument("--steps", type=int, default=100, help="gif: control steps")
+    parser.add_argument("--fps", type=float, default=25.0, help="gif: frames per second")
+    parser.add_argument("--key", type=int, default=7, help="gif: PRNG key of the episode")
     args = parser.parse_args()
     if args.what == "probe":
         probe(RESULTS / "baoding-probe.json")
-    else:
+    elif args.what == "mpc":
         mpc(RESULTS / "baoding-mpc.json")
+    else:
+        gif(args.steps, args.fps, args.key)
 
 
 if __name__ == "__main__":

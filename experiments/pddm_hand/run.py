@@ -287,7 +287,7 @@ def report(task: str, runs: dict[str, Path], name: str, title: str) -> dict:
 
 
 # -- media --------------------------------------------------------------------------------
-def _mpc_episode(env, planner, steps: int):
+def mpc_episode(env, planner, steps: int):
     """A jitted episode of ``planner`` acting on ``env`` (no auto-reset): returns the
     first state's (qpos, obs) and per step (qpos, obs, reward, done)."""
 
@@ -320,7 +320,7 @@ def media(tasks: list[str], steps: int, population: int, fps: float) -> None:
         spec = pddm_planner(population=population, horizon=7, sigma=task_sigma(task))
         planner = spec.build(P.make_env_objective(env), env.action_low, env.action_high)
         t0 = time.perf_counter()
-        episode = _mpc_episode(env, planner, steps)
+        episode = mpc_episode(env, planner, steps)
         q0, o0, (qpos, obs, reward, done) = jax.device_get(episode(jax.random.PRNGKey(7)))
         qpos = np.concatenate([q0[None], qpos])
         obs = np.concatenate([o0[None], obs])

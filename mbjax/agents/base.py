@@ -121,7 +121,11 @@ class Task(NamedTuple):
 def make_task(config: RunConfig, task_env: envs.Env | None = None) -> Task:
     """The task env of ``config.env`` (or ``task_env``), with action repeat applied, and
     its episode length (``env.episode_length`` or the task's default)."""
-    task = task_env if task_env is not None else envs.make(config.env.name)
+    if task_env is not None and config.env.options:
+        raise ValueError(f"env.options {config.env.options!r} configure the env built from "
+                         "env.name; a task_env was given instead: build it with the options")
+    task = (task_env if task_env is not None
+            else envs.make(config.env.name, **config.env.parsed_options()))
     if config.env.action_repeat > 1:
         task = envs.ActionRepeat(task, config.env.action_repeat)
     length = config.env.episode_length or getattr(task, "default_episode_length", 1000)

@@ -59,7 +59,14 @@ class EnvConfig:
     tasks), "cached" restarts the env from its episode's first state (no reset cost;
     each iteration's episodes still start from fresh draws)."""
 
+    options: str = ""
+    """Task options passed to the env's constructor, ``key=value`` pairs separated by
+    commas (values are Python literals, else strings), e.g. ``reward=turn,wrist_weight=1``
+    on ``hand_baoding``; ``mbjax envs`` and each env's docstring list them. Empty = the
+    task's defaults."""
+
     def __post_init__(self):
+        self.parsed_options()  # a malformed pair fails here, with the pair named
         if self.episode_length < 0:
             raise ValueError(f"env.episode_length must be >= 0, got {self.episode_length}")
         if self.action_repeat < 1:
@@ -67,6 +74,32 @@ class EnvConfig:
         if self.reset_mode not in RESET_MODES:
             raise ValueError(f"env.reset_mode must be one of {', '.join(RESET_MODES)}, got "
                              f"{self.reset_mode!r}")
+
+
+    def parsed_options(self) -> dict[str, Any]:
+        """``options`` as keyword arguments: "a=1,b=turn" -> {"a": 1, "b": "turn"}."""
+        return parse_options(self.options, "env.options")
+
+
+def parse_options(text: str, what: str) -> dict[str, Any]:
+    """Comma-separated ``key=value`` pairs -> dict; each value a Python literal (number,
+    bool, None, quoted string) or else the plain string. Raises ValueError naming the bad
+    pair."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (x.strip() for x in pair.partition("="))
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{what}: {pair!r} is not a key=value pair (e.g. "
+                             "'reward=turn,wrist_weight=1')")
+        if key in out:
+            raise ValueError(f"{what}: {key!r} is given twice")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

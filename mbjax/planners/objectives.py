@@ -224,16 +224,28 @@ def make_sequence_objective(step_fn: Callable, reward_fn: Callable, discount: fl
     return objective
 
 
-def make_env_objective(env, discount: float = 1.0, termination_penalty: float = 0.0):
+def make_env_objective(env, discount: float = 1.0, termination_penalty: float = 0.0,
+                       simulator: str = "jax"):
     """J for planning on the true simulator: returns of actions [N, H, A] when ``env`` is
     stepped from the env ``State`` given as J's ``obs`` (N parallel copies of the env, e.g.
-    N parallel MJX simulations). ``objective_params`` is unused (pass None). ``env`` must
-    not auto-reset (use the task env, not ``wrap_for_training``)."""
-    from mbjax.models.true_dynamics import simulate
+    N parallel MJX simulations; or, with ``simulator="mujoco"``, N native MuJoCo rollouts
+    of a hand ball task, ``mbjax.envs.hand.native``). ``objective_params`` is unused (pass
+    None). ``env`` must not auto-reset (use the task env, not ``wrap_for_training``)."""
+    from mbjax.models.true_dynamics import simulate, simulate_native
+
+    if simulator == "mujoco":
+        from mbjax.envs.hand.native import NativeRollout
+
+        native = NativeRollout(env)
+        rollout = lambda state, actions: simulate_native(native, state, actions)  # noqa: E731
+    elif simulator == "jax":  # N simulations over the devices
+        rollout = lambda state, actions: simulate(env, state, shard_along_data(actions))  # noqa: E731
+    else:
+        raise ValueError(f"simulator must be 'jax' or 'mujoco', got {simulator!r}")
 
     def objective(objective_params, state, actions, key):
         del objective_params, key
-        out = simulate(env, state, shard_along_data(actions))  # N simulations over devices
+        out = rollout(state, actions)
         return discounted_return(out.reward, out.terminated, discount, termination_penalty)
 
     return objective
