@@ -607,6 +607,39 @@ def baoding_mpc(d: dict, f: str) -> str:
         _baoding_source(d, f)])
 
 
+BAODING_TURN_RUN = f"{HAND_RESULTS}/pddm-hand-baoding-turn-cpu"
+
+
+@table("pddm_hand/README.md", "baoding-pddm-turn", f"{BAODING_TURN_RUN}/metrics.jsonl",
+       f"{BAODING_TURN_RUN}/config.json", f"{BAODING_TURN_RUN}/summary.json")
+def baoding_pddm_turn() -> str:
+    """PDDM (learned model) on the "turn" reward, per iteration, means over the seeds."""
+    rows_by_it: dict[int, list[dict]] = {}
+    for line in (HERE / BAODING_TURN_RUN / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows_by_it.setdefault(r["iteration"], []).append(r)
+    cfg = load(f"{BAODING_TURN_RUN}/config.json")
+    mean = lambda rs, k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+    header = ["iteration", "env steps", "return", "rotation (turns)", "half-turns",
+              "episodes with a drop", "model holdout MSE"]
+    rows = [[str(it), str(rs[0]["env_steps"]), num(mean(rs, "return_mean"), ".1f"),
+             num(mean(rs, "task/rotation"), ".2f"), num(mean(rs, "task/half_turns"), ".1f"),
+             f"{mean(rs, 'task/dropped') * 100:.0f} %", num(mean(rs, "model/holdout_mse"), ".3f")]
+            for it, rs in sorted(rows_by_it.items())]
+    p = cfg["planner"]
+    seeds = len(next(iter(rows_by_it.values())))
+    lines = md_table(header, rows) + [
+        "", f"Means over {seeds} seeds × {cfg['num_envs']} hands; planner {p['kind']} "
+        f"N {p['population']} × {p['iterations']} it., H {p['horizon']}, "
+        f"{p['parameterization']} splines ({p['num_knots']} knots); env options "
+        f"`{cfg['env']['options']}`.", ""]
+    summary = load(f"{BAODING_TURN_RUN}/summary.json")
+    lines.append(source("pddm_hand", f"{BAODING_TURN_RUN}/metrics.jsonl",
+                        f"{BAODING_TURN_RUN}/summary.json",
+                        machine_text=machine(summary["machine"]), code=f"`{summary['code']}`"))
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------
 # experiments/sweeps
 # -------------------------------------------------------------------------------------

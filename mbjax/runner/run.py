@@ -48,6 +48,7 @@ from mbjax.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from mbjax.models.training import raise_if_failed
 from mbjax.rundir import RunDirLock, check_fresh_run_dir
 from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
+from mbjax.utils.bench import git_state, machine_info
 from mbjax.utils.memory import available_bytes, check_fits, program_memory
 
 
@@ -281,7 +282,7 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
     step = jit_over_seeds(over_seeds(agent.train_iteration), sharding, donate=True)
     metadata = {"config": comparable_config(config)}
 
-    t0 = time.perf_counter()
+    t0, code = time.perf_counter(), git_state()  # the code this call imported
     resuming = bool(resume and list_checkpoints(run_dir))
     template = jax.eval_shape(init, keys)
     if sharding is not None:  # restore each shard straight onto its device / process
@@ -319,6 +320,7 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
     dist.sync("mbjax-run-end")  # process 0 has written every metric line
     all_rows = read_metrics(run_dir)
     summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
+    summary.update(machine=machine_info(), code=code)
     if primary:
         if all_rows:
             plot_learning_curve(all_rows, run_dir / "learning_curve.png",
@@ -416,7 +418,8 @@ def _print_summary(console, summary: dict) -> None:
     table.add_column("")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        if not isinstance(v, dict):  # the machine record stays in summary.json
+            table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
 
 
