@@ -43,7 +43,7 @@ from _output import write_result
 import mbjax  # noqa: F401  (XLA flags before JAX starts)
 import mbjax.envs as envs
 import mbjax.planners as P
-from mbjax.utils.bench import machine_info, save_figure, style_axes
+from mbjax.utils.bench import git_state, machine_info, save_figure, style_axes
 
 
 def _timed(fn, repeats: int) -> dict:
@@ -149,8 +149,8 @@ def main() -> None:
 
     info = machine_info()
     key = jax.random.PRNGKey(0)
-    result = {"machine": info, "task": args.task, "env": [], "planning": [], "native": [],
-              "compare": []}
+    result = {"machine": info, "code": git_state(), "task": args.task, "env": [],
+              "planning": [], "native": [], "compare": []}
 
     tasks = [args.task] + [t for t in args.compare_tasks if t != args.task]
     for name in tasks:
