@@ -607,6 +607,56 @@ def baoding_mpc(d: dict, f: str) -> str:
         _baoding_source(d, f)])
 
 
+CUBE_RUN = f"{HAND_RESULTS}/pddm-hand-cpu-hand_cube-seed0"
+
+
+def _run_rows(run: str) -> dict[int, list[dict]]:
+    """A run's metrics.jsonl grouped by iteration (one row per seed)."""
+    out: dict[int, list[dict]] = {}
+    for line in (HERE / run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out.setdefault(r["iteration"], []).append(r)
+    return out
+
+
+@table("pddm_hand/README.md", "hand-cube", f"{HAND_RESULTS}/baselines-hand_cube.json",
+       f"{HAND_RESULTS}/true-dynamics-hand_cube-N64-sigma0.9.json",
+       f"{CUBE_RUN}/metrics.jsonl", f"{CUBE_RUN}/summary.json")
+def hand_cube() -> str:
+    """Cube reorientation: success (final error < 0.3 rad, no drop), final error, drops."""
+    fb = f"{HAND_RESULTS}/baselines-hand_cube.json"
+    ft = f"{HAND_RESULTS}/true-dynamics-hand_cube-N64-sigma0.9.json"
+    b, t = load(fb), load(ft)
+    row = lambda label, m, ret: [label, f"{m['success'] * 100:.0f} %",  # noqa: E731
+                                 num(m["final_error"], ".2f"), num(m["start_error"], ".2f"),
+                                 f"{m['dropped'] * 100:.0f} %", num(ret, ".1f")]
+    rows = [row(f"random policy ({b['episodes']} episodes)", b["random"]["measures"],
+                b["random"]["return_mean"]),
+            row(f"hold still, a = 0 ({b['episodes']} episodes)", b["hold_still"]["measures"],
+                b["hold_still"]["return_mean"]),
+            row(f"MPPI on the true simulator (MJX), N {t['population']}, H {t['horizon']} "
+                f"({t['num_envs']} episodes)", t["measures"], t["return_mean"])]
+    its = _run_rows(CUBE_RUN)
+    mean = lambda rs, k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+    for label, sel in (("first iteration", [min(its)]), ("last 3 iterations", sorted(its)[-3:])):
+        rs = [r for i in sel for r in its[i]]
+        m = {k: mean(rs, f"task/{k}") for k in ("success", "final_error", "start_error",
+                                                "dropped")}
+        rows.append(row(f"PDDM, learned model, {label} ({len(its[sel[0]])} seeds)", m,
+                        mean(rs, "return_mean")))
+    header = ["", "success", "final error (rad)", "start error (rad)", "episodes with a drop",
+              "return (100 steps)"]
+    summary = load(f"{CUBE_RUN}/summary.json")
+    return "\n".join(md_table(header, rows) + [
+        "", "Success: the cube ends its episode less than 0.3 rad (17°) from the target "
+        "orientation without a drop (`HandCube.episode_measures`); the targets are "
+        "π/4–π/2 from the start about a random axis.", "",
+        source("pddm_hand", fb, ft, f"{CUBE_RUN}/metrics.jsonl",
+               machine_text=machine(summary["machine"]),
+               code=f"baselines `{b['code']}`, simulator `{t['code']}`, PDDM "
+                    f"`{summary['code']}`")])
+
+
 BAODING_TURN_RUN = f"{HAND_RESULTS}/pddm-hand-baoding-turn-cpu"
 
 
@@ -614,10 +664,7 @@ BAODING_TURN_RUN = f"{HAND_RESULTS}/pddm-hand-baoding-turn-cpu"
        f"{BAODING_TURN_RUN}/config.json", f"{BAODING_TURN_RUN}/summary.json")
 def baoding_pddm_turn() -> str:
     """PDDM (learned model) on the "turn" reward, per iteration, means over the seeds."""
-    rows_by_it: dict[int, list[dict]] = {}
-    for line in (HERE / BAODING_TURN_RUN / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows_by_it.setdefault(r["iteration"], []).append(r)
+    rows_by_it = _run_rows(BAODING_TURN_RUN)
     cfg = load(f"{BAODING_TURN_RUN}/config.json")
     mean = lambda rs, k: float(np.mean([r[k] for r in rs]))  # noqa: E731
     header = ["iteration", "env steps", "return", "rotation (turns)", "half-turns",

@@ -16,6 +16,7 @@ name           obs   reward r(s, a, s') (s' = next observation); ends when dropp
 hand_track     59    -w_d |p_ball - g(phi')| - P drop(s'); g on a circle or figure-eight
 hand_baoding   68    -5 |p_1 - g_1(phi')| - 5 |p_2 - g_2(phi')| - 500 drop(s')
                      - 10 |q_wrist(s')|;  g_1, g_2 opposite points of a rotating circle
+                     (PDDM's; option reward="turn": paid per radian the pair turns)
 hand_cube      65    -w_o angle(q_cube', q_target) - P drop(s')
 =============  ====  ==================================================================
 
@@ -31,6 +32,10 @@ Observation layout (all tasks start with the hand; positions in metres, world fr
 * track / Baoding: (cos phi, sin phi) of the target phase phi last: the targets are a
   fixed function of phi and phi advances by ``2 pi / period`` per second, so
   ``reward_fn`` computes them from the observation.
+
+Success measures per episode (``episode_measures``, logged by the agents as
+``task/<name>``): ball tasks ``rotation`` (turns), ``half_turns``, ``on_target``,
+``dropped``; the cube ``success``, ``final_error``, ``start_error``, ``dropped``.
 
 ``drop(s')`` = 1 when any object's centre is below ``drop_height`` (default 0.15 m; the
 palm's top is at 0.211 m, a resting ball's centre at 0.231 m, 0.226 m for Baoding's
