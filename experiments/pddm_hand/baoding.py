@@ -19,8 +19,8 @@ step is an MJX step of the task env):
            (``task/half_turns``, ``task/on_target``, ``task/dropped``) of 2 hands x 1 episode
            (100 steps = 4 s, i.e. one full turn of the targets).
 
-    python experiments/pddm_hand/baoding.py probe   # ~5 min on 2 CPU cores
-    python experiments/pddm_hand/baoding.py mpc     # ~30 min on 2 CPU cores
+    python experiments/pddm_hand/baoding.py probe   # ~15 min on 2 CPU cores
+    python experiments/pddm_hand/baoding.py mpc     # ~25 min on 2 CPU cores
     MUJOCO_GL=egl python experiments/pddm_hand/baoding.py gif  # media/hand_baoding_turn.gif
 
 Writes ``results/baoding-probe.json`` and ``results/baoding-mpc.json`` (machine, code
