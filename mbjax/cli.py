@@ -131,8 +131,12 @@ def _eval(argv: list[str]) -> int:
         argv, "eval", "Evaluation episodes with a run's latest checkpoint (nothing is "
         "trained or stored; writes RUN_DIR/eval.json).",
         (["run_dir"], {"help": "a run directory (runs/<name>)"}),
-        (["--seed"], {"type": int, "default": 1234, "help": "key of the episodes"}))
-    evaluate(args.run_dir, seed=args.seed)
+        (["--seed"], {"type": int, "default": 1234, "help": "key of the episodes"}),
+        (["--env-options"], {"default": None, "help": "evaluate on the task built with these "
+                             "options instead of the run's (env.options syntax, e.g. "
+                             "\"path='figure8'\"; '' = the task's defaults): another goal, "
+                             "no retraining; writes eval-<options>.json"}))
+    evaluate(args.run_dir, seed=args.seed, env_options=args.env_options)
     return 0
 
 

@@ -107,6 +107,18 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path):
     a = _metrics_without_time(read_metrics(tmp_path / "full"))
     b = _metrics_without_time(read_metrics(tmp_path / "part"))
     assert len(a) == 3 and a == b
+    # The trained agent evaluated on another task (no retraining): options equal to the
+    # defaults give the run's own numbers, another torque limit other numbers.
+    from mbjax.runner.run import evaluate
+
+    own = evaluate(tmp_path / "full")
+    same = evaluate(tmp_path / "full", env_options="max_torque=2.0")
+    weak = evaluate(tmp_path / "full", env_options="max_torque=0.5")
+    assert same["return_mean"] == own["return_mean"] != weak["return_mean"]
+    assert json.loads((tmp_path / "full" / "eval-max_torque_0.5.json").read_text())[
+        "env_options"] == "max_torque=0.5"
+    with pytest.raises(TypeError, match="no option"):
+        evaluate(tmp_path / "full", env_options="bogus=1")
 
 
 @pytest.mark.slow  # > 8 s: kept out of the quick loop (CI runs it)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from mbjax.agents import (
     config_to_dict,
     dataclass_from_dict,
     make_agent,
+    make_task,
     upgrade_legacy_config,
 )
 from mbjax.checkpoint import list_checkpoints, load_latest, save_checkpoint
@@ -423,24 +425,42 @@ def _print_summary(console, summary: dict) -> None:
     console.print(table)
 
 
-def evaluate(run_dir: str | Path, seed: int = 1234, console=None) -> dict:
+def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
+             env_options: str | None = None) -> dict:
     """Loads a run's checkpoint and runs ``episodes_per_iteration`` MPC episodes per env
-    and seed with its model (nothing is added to the buffer); writes eval.json."""
+    and seed with its model (nothing is added to the buffer); writes eval.json.
+
+    ``env_options`` (``EnvConfig.options`` syntax, e.g. "path='figure8'") evaluates the
+    trained agent on the task built with those options instead of the run's own, with no
+    retraining (another goal or reward; "" = the task's defaults). The observation size
+    must stay the same. The result goes to eval-<options>.json."""
     from rich.console import Console
 
     console = console or Console()
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    trainer = make_agent(config)
+    eval_config = config
+    if env_options is not None:
+        eval_config = dataclasses.replace(
+            config, env=dataclasses.replace(config.env, options=env_options))
+        sizes = [make_task(c).env.observation_size for c in (config, eval_config)]
+        if sizes[0] != sizes[1]:
+            raise ValueError(f"env options {env_options!r} change the observation size of "
+                             f"{config.env.name} from {sizes[0]} to {sizes[1]}: the run's "
+                             "model cannot be evaluated on that task")
+    trainer = make_agent(eval_config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
     state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)
     eval_keys = jax.random.split(jax.random.PRNGKey(seed), config.num_seeds)
     returns = np.asarray(jax.jit(jax.vmap(trainer.evaluate))(state, eval_keys))
     result = {"run_dir": str(run_dir), "iteration": int(np.asarray(state.iteration)[0]),
+              "env_options": eval_config.env.options,
               "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "returns_per_seed": returns.reshape(config.num_seeds, -1).mean(1).tolist(),
               "device": jax.devices()[0].device_kind}
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    name = "eval.json" if env_options is None else (
+        "eval-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", env_options) or "defaults") + ".json")
+    (run_dir / name).write_text(json.dumps(result, indent=2))
     console.print(result)
     return result
