@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import gc
 import hashlib
 import io
@@ -534,9 +535,7 @@ def captured_output(buf) -> Iterator[None]:
     try:
         os.dup2(buf.fileno(), 2)
         sys.stderr = stream
-        sys.unraisablehook = lambda u: stream.write(
-            f"{u.err_msg or 'Exception ignored in'}: {u.object!r}\n" + "".join(
-                traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback)))
+        sys.unraisablehook = functools.partial(write_unraisable, stream)
         for lg in loggers:
             lg.handlers = [handler]
         loggers[1].propagate = False
@@ -551,6 +550,26 @@ def captured_output(buf) -> Iterator[None]:
         os.dup2(saved_fd, 2)
         os.close(saved_fd)
         stream.close()
+
+
+def write_unraisable(stream, unraisable) -> None:
+    """An ``sys.unraisablehook`` that writes the exception to ``stream`` and never raises.
+
+    It may run late, on another thread (tensorstore's callbacks), after ``stream`` is
+    closed, and ``repr`` of the object may itself fail; a hook that raised would make
+    Python print its own traceback on the real stderr, which is what the capture avoids."""
+    try:
+        try:
+            where = repr(unraisable.object)
+        except Exception:  # noqa: BLE001 - a broken repr must not escape the hook
+            where = f"<{type(unraisable.object).__name__} object>"
+        text = f"{unraisable.err_msg or 'Exception ignored in'}: {where}\n" + "".join(
+            traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                       unraisable.exc_traceback))
+        if not stream.closed:
+            stream.write(text)
+    except Exception:  # noqa: BLE001 - e.g. the stream closed between check and write
+        pass
 
 
 def _say(console, text: str, warning: bool = False) -> None:

@@ -148,3 +148,35 @@ def test_turn_reward_pays_for_rotation_in_the_task_direction():
     assert float(track.reward_fn(o[0], jnp.zeros(24), o[0])) == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match="reward must be one of"):
         hand.HandBaoding(reward="spin")
+
+
+def test_known_next_obs_advances_the_goal_clock_of_the_task_at_hand():
+    """A learned model's next observation gets the task's own clock: phi + omega dt in the
+    task's direction (the same for circle and figure-eight), through action repeat (k
+    steps) and an observation extension (extras kept); the cube keeps its target."""
+    from mbjax.envs.wrappers import ActionRepeat, ObservationExtension
+
+    phi = 0.7
+    for env in (hand.HandTrack(), hand.HandTrack(direction=-1, period=2.0),
+                hand.HandTrack(path="figure8")):
+        obs = np.zeros(env.observation_size, np.float32)
+        obs[-2:] = [np.cos(phi), np.sin(phi)]
+        predicted = jnp.full(env.observation_size, 0.5)
+        step = 2 * np.pi / env.period * env.direction * env.dt
+        out = np.asarray(env.known_next_obs(jnp.asarray(obs), predicted))
+        np.testing.assert_allclose(out[-2:], [np.cos(phi + step), np.sin(phi + step)],
+                                   atol=1e-6)
+        np.testing.assert_array_equal(out[:-2], 0.5)
+        out3 = np.asarray(ActionRepeat(env, 3).known_next_obs(jnp.asarray(obs), predicted))
+        np.testing.assert_allclose(out3[-2:], [np.cos(phi + 3 * step),
+                                               np.sin(phi + 3 * step)], atol=1e-5)
+        extended = ObservationExtension(env, lambda prev, new: jnp.zeros(1), 1)
+        out_x = np.asarray(extended.known_next_obs(jnp.append(jnp.asarray(obs), 9.0),
+                                                   jnp.append(predicted, 7.0)))
+        np.testing.assert_allclose(out_x[:-1], out, atol=1e-6)
+        assert out_x[-1] == 7.0
+    cube = hand.HandCube()
+    obs = jnp.arange(cube.observation_size, dtype=jnp.float32)
+    out = np.asarray(cube.known_next_obs(obs, jnp.zeros(cube.observation_size)))
+    np.testing.assert_array_equal(out[-4:], np.asarray(obs[-4:]))
+    np.testing.assert_array_equal(out[:-4], 0.0)

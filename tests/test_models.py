@@ -305,3 +305,23 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_weights():
 
     assert mse(fitted) < 1e-4  # measured 2.8e-5
     assert mse(wrecked) > 100 * mse(fitted), (mse(wrecked), mse(fitted))
+
+
+@pytest.mark.parametrize("propagation", ["ts_inf", "expectation"])
+def test_known_next_obs_sets_the_task_entries_of_every_predicted_step(gaussian_fit,
+                                                                      propagation):
+    """Entry 0 is a known clock (+0.25 per step): rolled out, it reads 0.25 t exactly
+    whatever the model predicts, the rest is the model's, and rewards see the clock."""
+    model, state, _, _ = gaussian_fit
+    clock = lambda o, n: n.at[0].set(o[0] + 0.25)
+    kwargs = dict(reward_fn=lambda o, a, n: n[0], propagation=propagation, sample=False)
+    obs0, acts = jnp.zeros((5, O)), jnp.full((5, 4, A), 0.3)
+    out = rollout_particles(model, state, obs0, acts, jax.random.PRNGKey(0),
+                            known_next_obs=clock, **kwargs)
+    plain = rollout_particles(model, state, obs0, acts, jax.random.PRNGKey(0), **kwargs)
+    np.testing.assert_allclose(out.obs[:, :, 0], np.tile(0.25 * np.arange(5), (5, 1)),
+                               atol=1e-6)
+    np.testing.assert_allclose(out.reward, np.tile(0.25 * np.arange(1, 5), (5, 1)), atol=1e-6)
+    assert np.abs(np.asarray(plain.obs[:, 1:, 0]) - 0.25 * np.arange(1, 5)).max() > 1e-2
+    # The first step's other entries are the model's prediction from the same start.
+    np.testing.assert_allclose(out.obs[:, 1, 1:], plain.obs[:, 1, 1:], rtol=1e-5, atol=1e-6)

@@ -243,7 +243,8 @@ def model_objective(model, task: Task, model_config, objective: ObjectiveConfig,
     return make_tunable_model_objective(
         model, reward_fn, termination_fn, objective.num_particles, objective.propagation,
         with_disagreement=objective.uncertainty_penalty > 0,
-        with_risk=objective.with_risk, terminal_value=terminal_value, risk=objective.risk)
+        with_risk=objective.with_risk, terminal_value=terminal_value, risk=objective.risk,
+        known_next_obs=task.env.known_next_obs)
 
 
 def simulator_objective(task: Task, config: ObjectiveConfig | None = None) -> Callable:

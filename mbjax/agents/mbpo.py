@@ -260,12 +260,14 @@ def sample_initial_obs(buffer_state, key: PRNGKey, batch_size: int) -> Array:
     return buffer_state.data.obs[flat // N, flat % N]
 
 
-def make_elite_step(model: DynamicsModel, reward_fn, termination_fn):
+def make_elite_step(model: DynamicsModel, reward_fn, termination_fn, known_next_obs=None):
     """step(model_state, obs [B, O], action [B, A], key) -> (next_obs, reward, done) [B]:
     each sample uses ONE uniformly drawn elite member and samples s' from its Gaussian
     (its mean for deterministic models). ``reward_fn``/``termination_fn`` None use the
-    model's reward / termination heads. A model state without ``elites`` (a custom model,
-    ``mbjax.models.base``) draws from all its members."""
+    model's reward / termination heads. ``known_next_obs(obs, next_obs) -> next_obs``
+    (``Env.known_next_obs``) sets the entries the task computes itself. A model state
+    without ``elites`` (a custom model, ``mbjax.models.base``) draws from all its
+    members."""
 
     def step(model_state, obs: Array, action: Array, key: PRNGKey):
         key_member, key_noise, key_reward = jax.random.split(key, 3)
@@ -283,6 +285,8 @@ def make_elite_step(model: DynamicsModel, reward_fn, termination_fn):
         mean = pred.next_obs_mean[member, rows]
         std = pred.next_obs_std[member, rows]
         next_obs = mean + std * jax.random.normal(key_noise, mean.shape)
+        if known_next_obs is not None:
+            next_obs = jax.vmap(known_next_obs)(obs, next_obs)
         if reward_fn is not None:
             reward = jax.vmap(reward_fn)(obs, action, next_obs)
         else:
@@ -479,7 +483,7 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
         model_trainer = build_model(cfg.model, obs_size, action_size, cfg.model_train)
         model = model_trainer.model
         reward_fns = base.reward_functions(task, cfg.model, cfg.env.name)
-        elite_step = make_elite_step(model, *reward_fns)
+        elite_step = make_elite_step(model, *reward_fns, task.env.known_next_obs)
         max_k = L if cfg.start_mode == "A" else cfg.rollout_schedule[3]
         model_capacity = starts_per_chunk * max_k * chunks * cfg.model_retain_iterations
     planner = batched_planner = None

@@ -227,6 +227,21 @@ class Env(abc.ABC):
         """Terminal flag (1.0 / 0.0) of one transition from observations; shape []."""
         return jnp.zeros((), dtype=jnp.float32)
 
+    def known_next_obs(self, obs: Array, next_obs: Array) -> Array:
+        """``next_obs`` with the entries the task computes itself set from ``obs``.
+
+        Some observation entries are not physics but the task's own bookkeeping: a goal
+        clock (cos phi, sin phi advancing by a known step), a fixed target. A learned
+        model's prediction passes through this before rewards are computed, so the model
+        need not learn those entries, and a goal changed at test time (another path, a
+        reversed clock, new targets; ``mbjax eval --env-options``) reaches the planner
+        without retraining. Contract: the returned known entries depend only on the known
+        entries of ``obs`` (so wrappers may iterate it); the other entries are
+        ``next_obs``'s. Shapes [obs_dim] -> [obs_dim]; the default changes nothing.
+        """
+        del obs
+        return next_obs
+
     # -- task success measures ----------------------------------------------------------
     def episode_measures(self, obs: Array, action: Array, next_obs: Array,
                          alive: Array) -> dict[str, Array]:

@@ -59,6 +59,9 @@ class Wrapper(Env):
     def episode_measures(self, obs, action, next_obs, alive):
         return self.env.episode_measures(obs, action, next_obs, alive)
 
+    def known_next_obs(self, obs: Array, next_obs: Array) -> Array:
+        return self.env.known_next_obs(obs, next_obs)
+
     def _reset(self, key):  # wrappers override reset/step directly
         return self.reset(key)
 
@@ -203,6 +206,14 @@ class ActionRepeat(Wrapper):
         (s, total, done), _ = jax.lax.scan(body, (state, zero, zero), None, length=self.repeat)
         return s.replace(reward=total, done=done)
 
+    def known_next_obs(self, obs, next_obs):
+        """The inner env's known entries advanced ``repeat`` inner steps."""
+        out = next_obs
+        for _ in range(self.repeat):
+            out = self.env.known_next_obs(obs, out)
+            obs = out
+        return out
+
     def reward_fn(self, obs, action, next_obs):
         if self.repeat == 1:
             return self.env.reward_fn(obs, action, next_obs)
@@ -256,6 +267,11 @@ class ObservationExtension(Wrapper):
     def episode_measures(self, obs, action, next_obs, alive):
         n = self.env.observation_size
         return self.env.episode_measures(obs[..., :n], action, next_obs[..., :n], alive)
+
+    def known_next_obs(self, obs, next_obs):
+        n = self.env.observation_size
+        inner = self.env.known_next_obs(obs[:n], next_obs[:n])
+        return jnp.concatenate([inner, next_obs[n:]])
 
 
 class VmapWrapper(Wrapper):

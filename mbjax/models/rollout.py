@@ -153,6 +153,7 @@ def rollout_particles(
     propagation: str = "ts_inf",
     sample: bool = True,
     with_disagreement: bool = False,
+    known_next_obs: RewardFn | None = None,
 ) -> ModelRollout:
     """Propagates B particles through the model for H steps (``lax.scan`` over time).
 
@@ -160,6 +161,9 @@ def rollout_particles(
       obs0: [B, O] start observations; actions: [B, H, A].
       reward_fn, termination_fn: unbatched (obs, action, next_obs) -> []; when None the
         model's reward / termination heads are used (they must be enabled).
+      known_next_obs: unbatched (obs [O], predicted next_obs [O]) -> next_obs [O] that
+        sets the entries the task computes itself (``Env.known_next_obs``: a goal clock,
+        a target) before rewards; None keeps the prediction.
     """
     check_propagation(propagation, obs0.shape[0], model.num_members)
     if reward_fn is None and not model.config.learn_reward:
@@ -171,6 +175,8 @@ def rollout_particles(
         action, key = xs
         next_obs, r_head, term_head, dis = model_step(
             model, state, obs, action, key, propagation, sample, with_disagreement)
+        if known_next_obs is not None:
+            next_obs = jax.vmap(known_next_obs)(obs, next_obs)
         if reward_fn is not None:
             reward = jax.vmap(reward_fn)(obs, action, next_obs)
         else:
@@ -186,13 +192,14 @@ def rollout_particles(
     keys = jax.random.split(key, horizon)
     if propagation == "ts_inf" and not with_disagreement:
         return _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn,
-                               sample)
+                               sample, known_next_obs)
     _, (obs_seq, reward, term, dis) = jax.lax.scan(
         body, obs0, (actions.swapaxes(0, 1), keys))
     return rollout_from_steps(obs0, obs_seq.swapaxes(0, 1), reward.T, term.T, dis.T)
 
 
-def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn, sample):
+def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn, sample,
+                    known_next_obs=None):
     """TS-inf kept in member-major layout [E, B / E, ...] for the whole scan: one
     transpose in and out instead of two per step (same distribution as the generic path)."""
     num_members = model.num_members
@@ -209,6 +216,8 @@ def _rollout_ts_inf(model, state, obs0, actions, keys, reward_fn, termination_fn
             mu = mu + pred.next_obs_std * hash_normal(k1, mu.shape)
             if r_mu is not None:
                 r_mu = r_mu + pred.reward_std * hash_normal(k2, r_mu.shape)
+        if known_next_obs is not None:
+            mu = per_particle(known_next_obs)(obs, mu)
         reward = per_particle(reward_fn)(obs, action, mu) if reward_fn is not None else r_mu
         if termination_fn is not None:
             term = per_particle(termination_fn)(obs, action, mu)

@@ -100,6 +100,7 @@ def make_tunable_model_objective(
     action_smoothness_cost: float = 0.0,
     sample: bool = True,
     risk: str = "mean_std",
+    known_next_obs: Callable | None = None,
 ):
     """Builds J((model_state, hparams, value_params), obs [O], actions [N, H, A], key) -> [N]
 
@@ -115,7 +116,9 @@ def make_tunable_model_objective(
     "worst" (min over particles), "cvar" (CVaR at the traced level ``hparams.cvar_alpha``)
     or "mean_std" (mean - k std, k = the traced ``hparams.risk_aversion``; the default).
     ``terminal_value(value_params, obs [O]) -> []`` (e.g. a SAC critic's value; None: no
-    tail, ``value_params`` unused). Other arguments as in ``make_model_objective``.
+    tail, ``value_params`` unused). ``known_next_obs(obs, next_obs) -> next_obs`` sets
+    the observation entries the task computes itself in every predicted step
+    (``Env.known_next_obs``; None: none). Other arguments as in ``make_model_objective``.
     """
     check_propagation(propagation, num_particles, model.num_members)
     check_risk(risk)
@@ -128,7 +131,8 @@ def make_tunable_model_objective(
         obs0 = jnp.broadcast_to(obs, (n * p,) + obs.shape)
         acts = jnp.repeat(actions, p, axis=0)  # particle b = candidate b // P
         out = rollout_particles(model, model_state, obs0, acts, key, reward_fn,
-                                termination_fn, propagation, sample, with_disagreement)
+                                termination_fn, propagation, sample, with_disagreement,
+                                known_next_obs)
         rewards = out.reward
         if with_disagreement:
             rewards = rewards - hparams.uncertainty_penalty * out.disagreement
@@ -159,6 +163,7 @@ def make_model_objective(
     action_magnitude_cost: float = 0.0,
     action_smoothness_cost: float = 0.0,
     sample: bool = True,
+    known_next_obs: Callable | None = None,
 ):
     """Builds J(model_state, obs [O], actions [N, H, A], key) -> returns [N] with fixed
     floats (``make_tunable_model_objective`` takes them at call time).
@@ -176,6 +181,8 @@ def make_model_objective(
       termination_penalty: one-off cost at a predicted termination (PDDM-style).
       action_magnitude_cost, action_smoothness_cost: weights of c(a).
       sample: sample next states from the Gaussian head (True) or use member means.
+      known_next_obs: (obs, next_obs) -> next_obs setting the task's own entries of each
+        predicted step (``Env.known_next_obs``); None keeps the predictions.
     """
     if not 0.0 < discount <= 1.0:
         raise ValueError(f"discount must be in (0, 1], got {discount}")
@@ -189,7 +196,8 @@ def make_model_objective(
         with_disagreement=uncertainty_penalty > 0, with_risk=risk_aversion > 0,
         terminal_value=None if terminal_value is None else lambda _, o: terminal_value(o),
         termination_penalty=termination_penalty, action_magnitude_cost=action_magnitude_cost,
-        action_smoothness_cost=action_smoothness_cost, sample=sample)
+        action_smoothness_cost=action_smoothness_cost, sample=sample,
+        known_next_obs=known_next_obs)
     hparams = ObjectiveParams(discount, uncertainty_penalty, risk_aversion)
 
     def objective(model_state, obs: Array, actions: Array, key: PRNGKey) -> Array:

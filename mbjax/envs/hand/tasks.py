@@ -344,6 +344,13 @@ class HandEnv(Env):
         """The task's observation entries one control step after ``obs``."""
         raise NotImplementedError
 
+    def known_next_obs(self, obs: Array, next_obs: Array) -> Array:
+        """``next_obs`` with its last ``task_obs_size`` entries (the goal clock, the
+        target) set to ``next_task_obs(obs)``, exactly as ``step`` sets them."""
+        if not self.task_obs_size:
+            return next_obs
+        return next_obs.at[-self.task_obs_size:].set(self.next_task_obs(obs))
+
 
 def _ball_qpos(xy: Array, z: float) -> Array:
     return jnp.concatenate([xy, jnp.array([z, 1.0, 0.0, 0.0, 0.0])])
