@@ -62,7 +62,9 @@ def _device() -> str:
     return f"{info['device_kind']} ({info['cpu']}, {info['cpu_count']} cores)"
 
 
-def _train(config, keep_checkpoints: bool) -> dict:
+def train_run(config, keep_checkpoints: bool) -> dict:
+    """Runs ``config`` to the end (resuming its checkpoint if one is there, skipping a
+    finished run); returns its summary. Deletes the checkpoints unless kept."""
     from mbjax.runner.run import run
 
     run_dir = Path(config.out_dir) / config.default_run_name
@@ -135,11 +137,13 @@ def baselines(task: str, episodes: int, out: Path) -> dict:
 
 # -- true-dynamics MPC --------------------------------------------------------------------
 def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: Path,
-                  simulator: str = "jax") -> dict:
+                  simulator: str = "jax", options: str = "") -> dict:
     """PDDM's MPPI planning on the simulator itself (N MJX hands per planning call, or N
     native MuJoCo rollouts with ``simulator="mujoco"``): an upper bound for the learned
-    model at this N. One episode per env; the task's success measures are recorded."""
+    model at this N. One episode per env; the task's success measures are recorded.
+    ``options``: the task's constructor options (``EnvConfig.options``, e.g. another goal)."""
     cfg = scale_config("cpu", task)
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, options=options))
     cfg = dataclasses.replace(cfg, true_dynamics=True, num_envs=num_envs, num_seeds=1,
                               prefill_episodes=0, num_iterations=1,
                               planner=pddm_planner(population=population, sigma=sigma),
@@ -157,7 +161,7 @@ def true_dynamics(task: str, population: int, num_envs: int, sigma: float, out: 
            "return_min": float(metrics["return_min"]),
            "return_max": float(metrics["return_max"]),
            "episode_length": float(metrics["episode_length"]),
-           "simulator": simulator, "code": code,
+           "simulator": simulator, "options": options, "code": code,
            "measures": {k.removeprefix("task/"): float(v) for k, v in metrics.items()
                         if k.startswith("task/")},
            "wall_s": time.perf_counter() - t0}
@@ -383,7 +387,7 @@ def main() -> None:
         cfg = scale_config(args.scale, args.task)
         if args.num_iterations:
             cfg = dataclasses.replace(cfg, num_iterations=args.num_iterations)
-        _train(cfg, args.keep_checkpoints or args.scale == "gpu")
+        train_run(cfg, args.keep_checkpoints or args.scale == "gpu")
         run_dir = Path(cfg.out_dir) / cfg.default_run_name
         report(args.task, {f"PDDM ({args.scale})": run_dir},
                f"main-{args.scale}-{args.task}", "PDDM, learned model")
@@ -409,7 +413,7 @@ def main() -> None:
         runs = {}
         for label, cfg in ablation_configs(args.which, base, args.variants).items():
             print(f"== {args.which}: {label} -> {cfg.default_run_name}", flush=True)
-            _train(cfg, args.keep_checkpoints)
+            train_run(cfg, args.keep_checkpoints)
             runs[label] = Path(cfg.out_dir) / cfg.default_run_name
         # include variants finished earlier (e.g. run one at a time)
         for label, cfg in ablation_configs(args.which, base).items():
