@@ -33,8 +33,9 @@ SCRIPT = textwrap.dedent("""
         objective=ObjectiveConfig(num_particles=2),
         num_envs=2, num_iterations=2, buffer_capacity=2000, num_seeds=4, out_dir=out)
     result = {}
-    # one device; 4 devices, one seed each; all 8 as 4 seed groups x 2 data devices
-    for name, devices, data in (("one", 1, 1), ("seeds", 4, 1), ("mixed", 0, 2)):
+    # one device; all 8 as 4 seed groups x 2 data devices (seeds alone split over 4
+    # devices is the all-reduce count below: compiled, not run, to keep the test cheap)
+    for name, devices, data in (("one", 1, 1), ("mixed", 0, 2)):
         run(dataclasses.replace(base, devices=devices, data_parallel=data, run_name=name))
         result[name] = read_metrics(f"{out}/{name}")
     # Resuming the sharded run from its first checkpoint gives the same metrics.
@@ -77,18 +78,14 @@ def run_on_devices(script: str, devices: int, tmp_path, timeout: int) -> tuple[d
 @pytest.mark.slow
 def test_seeds_and_data_on_eight_devices_equal_one_device(tmp_path):
     result, text = run_on_devices(SCRIPT, 8, tmp_path, timeout=600)
-    assert "x 4 devices (4 seeds x 1 data)" in text
     assert "x 8 devices (4 seeds x 2 data)" in text
     key = lambda r: (r["seed"], r["iteration"])
-    one, seeds, mixed, resumed = (sorted(result[k], key=key)
-                                  for k in ("one", "seeds", "mixed", "resumed"))
-    assert [key(r) for r in one] == [key(r) for r in seeds] == [key(r) for r in mixed] \
-        == [key(r) for r in resumed]
+    one, mixed, resumed = (sorted(result[k], key=key) for k in ("one", "mixed", "resumed"))
+    assert [key(r) for r in one] == [key(r) for r in mixed] == [key(r) for r in resumed]
     assert len(one) == 8  # 4 seeds x 2 iterations
-    for a, b, c, d in zip(one, seeds, mixed, resumed):
+    for a, c, d in zip(one, mixed, resumed):
         for k in ("return_mean", "model/train_loss", "env_steps"):
             # Per-device kernels and the order of the gradient sum differ in rounding only.
-            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (k, a, b)
             assert c[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (k, a, c)
             assert d[k] == c[k], (k, c, d)  # resume is exact on the same sharding
     assert result["all_reduce"]["4x1"] == 0, result["all_reduce"]
@@ -118,8 +115,8 @@ AGENTS_SCRIPT = textwrap.dedent("""
     }
     result = {}
     for preset, args in tiny.items():
-        for name, devices, data in (("one", "1", "1"), ("seeds", "0", "1"),
-                                    ("data", "0", "2")):
+        # 4 devices as 2 seed groups x 2 data devices splits both ways at once
+        for name, devices, data in (("one", "1", "1"), ("data", "0", "2")):
             run_name = f"{preset}-{name}"
             assert main(["train", preset, *args, "--num-seeds", "4", "--devices", devices,
                          "--data-parallel", data, "--out-dir", out,
@@ -131,22 +128,18 @@ AGENTS_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_mbpo_and_distillation_on_four_devices_equal_one_device(tmp_path):
-    """`mbjax train mbpo-cpu --devices 0` (4 forced host devices: 4 seeds x 1, and 2 seed
+    """`mbjax train mbpo-cpu --devices 0 --data-parallel 2` (4 forced host devices: 2 seed
     groups x 2 data devices) gives the 1-device metrics; the same for distillation."""
     result, text = run_on_devices(AGENTS_SCRIPT, 4, tmp_path, timeout=800)
-    assert "x 4 devices (4 seeds x 1 data)" in text
     assert "x 4 devices (2 seeds x 2 data)" in text
     key = lambda r: (r["seed"], r["iteration"])
     for preset, fields in (("mbpo-cpu", ("return_mean", "sac/critic_loss",
                                          "model/train_loss")),
                            ("mpc-distill-cpu", ("return_mean", "student/train_loss"))):
-        one, seeds, data = (sorted(result[f"{preset}-{n}"], key=key)
-                            for n in ("one", "seeds", "data"))
-        assert len(one) == 8 and [key(r) for r in one] == [key(r) for r in seeds] \
-            == [key(r) for r in data]
-        for a, b, c in zip(one, seeds, data):
+        one, data = (sorted(result[f"{preset}-{n}"], key=key) for n in ("one", "data"))
+        assert len(one) == 8 and [key(r) for r in one] == [key(r) for r in data]
+        for a, c in zip(one, data):
             for k in fields:
-                assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (preset, k, a, b)
                 assert c[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (preset, k, a, c)
 
 

@@ -10,6 +10,8 @@ this protocol (optax's ``GradientTransformation`` style):
     agent.init(key, hparams=None) -> state   everything the loop carries (one pytree)
     agent.train_iteration(state) -> (state, metrics)   shapes never change: compiles once
     agent.evaluate(state, key) -> returns    evaluation episode returns (nothing stored)
+    agent.evaluate_episodes(state, key) -> (returns, measures)   optional: with the
+                                             task's success measures ({name: values})
     agent.train(key, hparams=None) -> (state, metrics [num_iterations])   init + scan
 
 ``state.iteration`` (int32 []) and ``state.env_steps`` count progress; ``state.hparams``

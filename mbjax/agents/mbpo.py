@@ -363,6 +363,7 @@ class MBPOAgent(NamedTuple):
     train_iteration: Any  # (state) -> (state, metrics)
     train: Any  # (key, hparams=None) -> (state, metrics [num_iterations])
     evaluate: Any  # (state, key) -> evaluation returns [eval_envs]
+    evaluate_episodes: Any  # (state, key) -> (those returns, task measures {name: [eval_envs]})
     default_hparams: MBPOHParams
     env: envs.Env  # the batched training env
     eval_env: envs.Env
@@ -612,13 +613,20 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
             metrics["rollout/model_buffer_size"] = ts.model_buffer.size
         return ts, metrics
 
+    def evaluate_episodes(ts: MBPOState, key: PRNGKey):
+        """Evaluation episodes with the current agent (nothing is trained or stored):
+        their returns and the task's success measures (``Env.episode_measures``)."""
+        returns, _, measures = run_eval(ts, key)
+        return returns, measures
+
     def evaluate(ts: MBPOState, key: PRNGKey):
-        """Evaluation episodes with the current agent (nothing is trained or stored)."""
+        """The returns of ``evaluate_episodes``."""
         return run_eval(ts, key)[0]
 
     return MBPOAgent(init=init, train_iteration=train_iteration,
                      train=base.scan_train(init, train_iteration, cfg.num_iterations),
-                     evaluate=evaluate, default_hparams=default_hparams, env=env,
+                     evaluate=evaluate, evaluate_episodes=evaluate_episodes,
+                     default_hparams=default_hparams, env=env,
                      eval_env=eval_env, task_env=task.env, model=model, sac=sac,
                      planner=planner, config=cfg, max_rollout_length=max_k,
                      episode_length=L)

@@ -117,6 +117,7 @@ class MPCAgent(NamedTuple):
     train_iteration: Any  # (state) -> (state, metrics)
     train: Any  # (key, hparams=None) -> (state, metrics [num_iterations])
     evaluate: Any  # (state, key) -> episode returns [episodes_per_iteration, N]
+    evaluate_episodes: Any  # (state, key) -> (those returns, task measures {name: [E, N]})
     default_hparams: MPCHParams
     env: envs.Env  # the batched, episode-wrapped env the loop steps
     task_env: envs.Env  # the bare task (for reward/termination fns and true dynamics)
@@ -224,16 +225,22 @@ def make_mpc_agent(config: MPCConfig, task_env: envs.Env | None = None) -> MPCAg
         })
         return ts, metrics
 
-    def evaluate(ts: MPCState, key: PRNGKey):
-        """MPC episodes with the current model; the buffer is not changed."""
+    def evaluate_episodes(ts: MPCState, key: PRNGKey):
+        """MPC episodes with the current model (the buffer is not changed): their returns
+        and the task's success measures (``Env.episode_measures``)."""
         _, stats = jax.lax.scan(
             collect_episode, (ts.buffer_state, ts.model_state, ts.hparams),
             jax.random.split(key, cfg.episodes_per_iteration))
-        return stats["return"]
+        return stats["return"], stats["measures"]
+
+    def evaluate(ts: MPCState, key: PRNGKey):
+        """The returns of ``evaluate_episodes``."""
+        return evaluate_episodes(ts, key)[0]
 
     return MPCAgent(init=init, train_iteration=train_iteration,
                     train=base.scan_train(init, train_iteration, cfg.num_iterations),
-                    evaluate=evaluate, default_hparams=default_hparams, env=env,
+                    evaluate=evaluate, evaluate_episodes=evaluate_episodes,
+                    default_hparams=default_hparams, env=env,
                     task_env=task.env, model=model, planner=planner, config=cfg)
 
 

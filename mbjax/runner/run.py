@@ -453,12 +453,19 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
     state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)
     eval_keys = jax.random.split(jax.random.PRNGKey(seed), config.num_seeds)
-    returns = np.asarray(jax.jit(jax.vmap(trainer.evaluate))(state, eval_keys))
+    episodes = getattr(trainer, "evaluate_episodes", None)  # distillation has none
+    if episodes is None:
+        returns, measures = jax.jit(jax.vmap(trainer.evaluate))(state, eval_keys), {}
+    else:
+        returns, measures = jax.jit(jax.vmap(episodes))(state, eval_keys)
+    returns = np.asarray(returns)
     result = {"run_dir": str(run_dir), "iteration": int(np.asarray(state.iteration)[0]),
               "env_options": eval_config.env.options,
               "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "returns_per_seed": returns.reshape(config.num_seeds, -1).mean(1).tolist(),
-              "device": jax.devices()[0].device_kind}
+              "measures": {k: float(np.mean(v)) for k, v in measures.items()},
+              "device": jax.devices()[0].device_kind, "machine": machine_info(),
+              "code": git_state()}
     name = "eval.json" if env_options is None else (
         "eval-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", env_options) or "defaults") + ".json")
     (run_dir / name).write_text(json.dumps(result, indent=2))
