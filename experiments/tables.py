@@ -687,6 +687,78 @@ def baoding_pddm_turn() -> str:
     return "\n".join(lines)
 
 
+CLAIMS_COMPARE = f"{HAND_RESULTS}/claims-compare-hand_track.json"
+CLAIMS_GOALS = f"{HAND_RESULTS}/claims-goals-hand_track.json"
+
+
+def _budget(preset: str, cfg: dict) -> str:
+    """A few words on a hand preset's compute: model, planner or SAC updates."""
+    m = cfg.get("model", {})
+    hidden = "×".join(str(h) for h in m.get("hidden_sizes", []))
+    ens = (f"{m.get('num_members')} × {hidden} "
+           f"{'prob.' if m.get('probabilistic') else 'det.'} ensemble")
+    if preset.startswith(("pddm", "pets")):
+        p, o = cfg["planner"], cfg["objective"]
+        return (f"{ens}; {p['kind'].upper()} N {p['population']}, H {p['horizon']}, "
+                f"{o['num_particles']} particles")
+    sac = f"SAC {'×'.join(str(h) for h in cfg['sac']['hidden_sizes'])}, G {cfg['updates_per_step']}"
+    if preset.startswith("sac"):
+        return sac
+    return f"{ens}; {sac}; {cfg['rollouts_per_step']} model rollouts per step"
+
+
+@table_of("pddm_hand/README.md", "hand-claims-compare", CLAIMS_COMPARE)
+def hand_claims_compare(d: dict, f: str) -> str:
+    """PDDM vs PETS vs MBPO vs SAC on hand_track at equal env steps (3 seeds)."""
+    rows = []
+    for label, m in d["methods"].items():
+        r = np.asarray(m["returns_per_seed"])  # [iterations, seeds]
+        meas = {k: np.asarray(v) for k, v in m["measures_per_seed"].items()}
+        last3 = slice(-3, None)
+        secs = [s for s in m["iteration_s"][1:] if s is not None]
+        rows.append([label, _budget(m["preset"], m["config"]), str(m["env_steps"][-1]),
+                     num(r[0].mean(), ".1f"), pm(r[-1].mean(), r[-1].std(), ".1f"),
+                     num(r[last3].mean(), ".1f"),
+                     f"{meas['on_target'][last3].mean() * 100:.0f} %",
+                     f"{meas['dropped'][last3].mean() * 100:.0f} %",
+                     num(float(np.median(secs)) if secs else float("nan"), ".0f")])
+    header = ["", "CPU budget (preset)", "env steps", "return, 1st it. (600 steps)",
+              "return at the end (mean ± std, seeds)", "last 3 it.",
+              "steps on target, last 3 it.", "episodes with a drop, last 3 it.", "s / it."]
+    return "\n".join(md_table(header, rows) + [
+        "", "Return: PDDM and PETS, the episodes their planner collects in the iteration "
+        "(2 hands per seed); MBPO and SAC, 5 deterministic-policy episodes after it. On "
+        "target: the ball within 1 cm of the moving target. Presets: "
+        + ", ".join(f"`{m['preset']}`" for m in d["methods"].values()) + ".", "",
+        source("pddm_hand", f, machine_text=machine(d["machine"]), code=f"`{d['code']}`")])
+
+
+@table_of("pddm_hand/README.md", "hand-claims-goals", CLAIMS_GOALS)
+def hand_claims_goals(d: dict, f: str) -> str:
+    """Goals swapped at test time: the circle-trained PDDM model on other goals."""
+    cell = lambda e: "not run" if e is None else (  # noqa: E731
+        f"{num(e['return_mean'], '.1f')} ({seeds_list(e['returns_per_seed'], '.1f')})")
+    on = lambda e: "" if e is None or "measures" not in e else (  # noqa: E731
+        f", {e['measures']['on_target'] * 100:.0f} % on target")
+    rows = []
+    for label, g in d["goals"].items():
+        own = g.get("own_model")
+        rows.append([label, f"`{g['options']}`" if g["options"] else "(defaults)",
+                     cell(g["circle_model"]) + on(g["circle_model"]),
+                     "= the column before" if not g["options"] else cell(own) + on(own),
+                     f"{num(g['true_dynamics']['return_mean'], '.1f')}"
+                     f"{on(g['true_dynamics'])}"])
+    td = next(iter(d["goals"].values()))["true_dynamics"]
+    header = ["goal", "env options", "PDDM model trained on the circle, no retraining",
+              "PDDM model trained on this goal", f"MPPI on the true simulator "
+              f"(N {td['population']}, H {td['horizon']}, {td['num_envs']} hands)"]
+    return "\n".join(md_table(header, rows) + [
+        "", "Returns (100 steps; −5 per metre of distance to the target per step, −500 for a "
+        "drop): mean over 3 seeds × 2 evaluation episodes, per seed in brackets, evaluation "
+        f"seed {d['eval_seed']}; trained models at 10 iterations (2400 env steps).", "",
+        source("pddm_hand", f, machine_text=machine(d["machine"]), code=f"`{d['code']}`")])
+
+
 # -------------------------------------------------------------------------------------
 # experiments/sweeps
 # -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
   python experiments/pddm_hand/claims.py compare   # PDDM vs PETS vs MBPO vs SAC (~60 min)
   python experiments/pddm_hand/claims.py goals     # goals swapped at test time (~45 min)
   python experiments/pddm_hand/claims.py plot      # redraw the PNG from the JSON
+  MUJOCO_GL=egl python experiments/pddm_hand/claims.py gif   # the learned model planning
 
 ``compare``: the package's CPU hand presets (``mbjax presets``: pddm-, pets-, mbpo-,
 sac-hand-track-cpu), 3 seeds vmapped in one program each, at equal environment steps:
@@ -18,6 +19,9 @@ goals with no retraining (``mbjax.runner.run.evaluate(run, env_options=...)``, t
 task sets them in every predicted step (``Env.known_next_obs``). Compared, per goal, with
 a PDDM model trained on that goal (same budget) and with MPPI on the true simulator
 (native MuJoCo, N 256). Writes ``results/claims-goals-hand_track.json``.
+
+``gif``: one episode of that PDDM run's planner (seed 0, its learned model) on the circle
+it was trained on and on the figure-eight, as GIFs/PNGs in media/ (+ JSON of the returns).
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ import mbjax  # noqa: F401  (XLA flags before JAX starts)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from configs import task_sigma  # noqa: E402
-from run import RESULTS, true_dynamics  # noqa: E402
+from run import MEDIA, RESULTS, true_dynamics  # noqa: E402
 
 from mbjax.runner import presets  # noqa: E402
-from mbjax.runner.run import evaluate, read_metrics, run  # noqa: E402
+from mbjax.runner.run import evaluate, load_trained, read_metrics, run  # noqa: E402
 from mbjax.utils.bench import git_state, machine_info  # noqa: E402
 
 TASK = "hand_track"
@@ -160,15 +164,15 @@ def goals(selected: list[str]) -> dict:
         row["options"] = options
         print(f"== {label} ({options or 'defaults'})", flush=True)
         swapped = evaluate(pddm_dir, EVAL_SEED, env_options=options)
-        row["circle_model"] = {"return_mean": swapped["return_mean"],
-                               "returns_per_seed": swapped["returns_per_seed"]}
+        row["circle_model"] = {k: swapped[k] for k in ("return_mean", "returns_per_seed",
+                                                       "measures")}
         if options:
             own_dir = train(method_config("pddm", options), keep_checkpoint=True)
             own = evaluate(own_dir, EVAL_SEED)
             shutil.rmtree(own_dir / "checkpoints", ignore_errors=True)
-            row["own_model"] = {"return_mean": own["return_mean"],
-                                "returns_per_seed": own["returns_per_seed"],
-                                "run_dir": str(own_dir.relative_to(RESULTS.parent))}
+            row["own_model"] = {k: own[k] for k in ("return_mean", "returns_per_seed",
+                                                    "measures")}
+            row["own_model"]["run_dir"] = str(own_dir.relative_to(RESULTS.parent))
         sim = true_dynamics(TASK, 256, 4, task_sigma(TASK),
                             RESULTS / f"claims-true-dynamics-{TASK}-{slug(options) or 'circle'}"
                                       ".json", simulator="mujoco", options=options)
@@ -180,6 +184,63 @@ def goals(selected: list[str]) -> dict:
     return out
 
 
+def learned_model_episode(run_dir: Path, options: str, seed_index: int, key):
+    """One episode (no auto-reset) of the run's MPC planner with seed ``seed_index``'s
+    learned model on the task built with ``options``: the task env and (qpos [T + 1, nq],
+    obs [T + 1, O], reward [T], done [T])."""
+    import jax
+
+    cfg, agent, state = load_trained(run_dir, options)
+    one = jax.tree_util.tree_map(lambda x: x[seed_index], state)
+    env, planner = agent.task_env, agent.planner
+    objective_params = (one.model_state, one.hparams.objective, None)
+
+    @jax.jit
+    def episode(key):
+        k_reset, k_plan = jax.random.split(key)
+        start = env.reset(k_reset)
+
+        def body(carry, k):
+            s, ps = carry
+            a, ps, _ = planner.plan(one.hparams.planner, objective_params, ps, s.obs, k)
+            ns = env.step(s, a)
+            return (ns, ps), (ns.physics.qpos, ns.obs, ns.reward, ns.done)
+
+        _, (qpos, obs, reward, done) = jax.lax.scan(
+            body, (start, planner.init(k_plan)),
+            jax.random.split(k_plan, env.default_episode_length))
+        return (jax.numpy.concatenate([start.physics.qpos[None], qpos]),
+                jax.numpy.concatenate([start.obs[None], obs]), reward, done)
+
+    return env, jax.device_get(episode(key))
+
+
+def gif() -> dict:
+    import jax
+    from PIL import Image
+
+    from mbjax.envs.hand.render import render_frames, save_gif
+
+    pddm_dir = RESULTS / method_config("pddm").run_name
+    out = {"run_dir": str(pddm_dir.relative_to(RESULTS.parent)), "machine": machine_info(),
+           "code": git_state(), "seed_index": 0, "episodes": {}}
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    for name, options in (("circle", ""), ("figure8", "path='figure8'")):
+        env, (qpos, obs, reward, done) = learned_model_episode(pddm_dir, options, 0,
+                                                               jax.random.PRNGKey(11))
+        ended = np.flatnonzero(done > 0)
+        last = int(ended[0]) if ended.size else len(reward) - 1
+        out["episodes"][name] = {"options": options, "return": float(reward[:last + 1].sum()),
+                                 "steps": last + 1, "dropped": bool(ended.size)}
+        print(name, out["episodes"][name], flush=True)
+        frames = render_frames(env, qpos[:last + 2], obs[:last + 2], camera="diag")
+        stem = MEDIA / f"{TASK}_learned_{name}"
+        save_gif(frames, stem.with_suffix(".gif"), fps=12.5)
+        Image.fromarray(frames[len(frames) // 2]).save(stem.with_suffix(".png"))
+    (RESULTS / f"claims-gif-{TASK}.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -188,11 +249,14 @@ def main() -> None:
     p.add_argument("--goal", action="append", choices=list(GOALS),
                    help="goals to run (repeatable; default: all)")
     sub.add_parser("plot")
+    sub.add_parser("gif")
     args = parser.parse_args()
     if args.cmd == "compare":
         compare()
     elif args.cmd == "goals":
         goals(args.goal or list(GOALS))
+    elif args.cmd == "gif":
+        gif()
     else:
         plot()
 

@@ -425,15 +425,11 @@ def _print_summary(console, summary: dict) -> None:
     console.print(table)
 
 
-def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
-             env_options: str | None = None) -> dict:
-    """Loads a run's checkpoint and runs ``episodes_per_iteration`` MPC episodes per env
-    and seed with its model (nothing is added to the buffer); writes eval.json.
-
-    ``env_options`` (``EnvConfig.options`` syntax, e.g. "path='figure8'") evaluates the
-    trained agent on the task built with those options instead of the run's own, with no
-    retraining (another goal or reward; "" = the task's defaults). The observation size
-    must stay the same. The result goes to eval-<options>.json."""
+def load_trained(run_dir: str | Path, env_options: str | None = None, console=None):
+    """(config, agent, state) of a run's latest checkpoint: the agent built for the run's
+    task, or with ``env_options`` (``EnvConfig.options`` syntax) for the task built with
+    those options (another goal; the observation size must stay the same), and the state
+    of all its seeds (leading axis = seed)."""
     from rich.console import Console
 
     console = console or Console()
@@ -452,6 +448,23 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
     state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)
+    return eval_config, trainer, state
+
+
+def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
+             env_options: str | None = None) -> dict:
+    """Loads a run's checkpoint and runs ``episodes_per_iteration`` MPC episodes per env
+    and seed with its model (nothing is added to the buffer); writes eval.json.
+
+    ``env_options`` (``EnvConfig.options`` syntax, e.g. "path='figure8'") evaluates the
+    trained agent on the task built with those options instead of the run's own, with no
+    retraining (another goal or reward; "" = the task's defaults). The observation size
+    must stay the same. The result goes to eval-<options>.json."""
+    from rich.console import Console
+
+    console = console or Console()
+    run_dir = Path(run_dir)
+    config, trainer, state = load_trained(run_dir, env_options, console)
     eval_keys = jax.random.split(jax.random.PRNGKey(seed), config.num_seeds)
     episodes = getattr(trainer, "evaluate_episodes", None)  # distillation has none
     if episodes is None:
@@ -460,7 +473,7 @@ def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
         returns, measures = jax.jit(jax.vmap(episodes))(state, eval_keys)
     returns = np.asarray(returns)
     result = {"run_dir": str(run_dir), "iteration": int(np.asarray(state.iteration)[0]),
-              "env_options": eval_config.env.options,
+              "env_options": config.env.options,
               "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "returns_per_seed": returns.reshape(config.num_seeds, -1).mean(1).tolist(),
               "measures": {k: float(np.mean(v)) for k, v in measures.items()},
