@@ -657,6 +657,19 @@ def hand_cube() -> str:
                     f"`{summary['code']}`")])
 
 
+@table_of("pddm_hand/README.md", "cube-hold-still", f"{HAND_RESULTS}/cube-hold-still-native.json")
+def cube_hold_still(d: dict, f: str) -> str:
+    """Hold-still drops of the cube: MJX (the baselines) vs native MuJoCo."""
+    rows = [["MJX (`run.py baselines`)", f"{d['mjx_hold_still_dropped_fraction'] * 100:.0f} %"],
+            ["native MuJoCo, same scene and start-state sampler",
+             f"{d['native_dropped_fraction'] * 100:.0f} %"]]
+    return "\n".join(md_table([f"hand held still, {d['episodes']} episodes × "
+                                f"{d['control_steps']} steps", "episodes with a drop"], rows)
+                      + ["", source("pddm_hand", f, f"{HAND_RESULTS}/{Path(d['mjx_source']).name}",
+                                    machine_text=machine(d["machine"]),
+                                    code=f"`{d['code']}`")])
+
+
 BAODING_TURN_RUN = f"{HAND_RESULTS}/pddm-hand-baoding-turn-cpu"
 
 
