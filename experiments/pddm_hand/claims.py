@@ -1,7 +1,7 @@
 """The notes' claims on the hand, measured on ``hand_track`` at CPU scale (issue 17).
 
-  python experiments/pddm_hand/claims.py compare   # PDDM vs PETS vs MBPO vs SAC (~60 min)
-  python experiments/pddm_hand/claims.py goals     # goals swapped at test time (~45 min)
+  python experiments/pddm_hand/claims.py compare   # PDDM vs PETS vs MBPO vs SAC (~25 min)
+  python experiments/pddm_hand/claims.py goals     # goals swapped at test time (~20 min)
   python experiments/pddm_hand/claims.py plot      # redraw the PNG from the JSON
   MUJOCO_GL=egl python experiments/pddm_hand/claims.py gif   # the learned model planning
 
