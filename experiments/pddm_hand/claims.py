@@ -41,7 +41,7 @@ import mbjax  # noqa: F401  (XLA flags before JAX starts)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from configs import task_sigma  # noqa: E402
-from run import MEDIA, RESULTS, true_dynamics  # noqa: E402
+from run import MEDIA, RESULTS, mpc_episode, true_dynamics  # noqa: E402
 
 from mbjax.runner import presets  # noqa: E402
 from mbjax.runner.run import evaluate, load_trained, read_metrics, run  # noqa: E402
@@ -192,27 +192,12 @@ def learned_model_episode(run_dir: Path, options: str, seed_index: int, key):
 
     cfg, agent, state = load_trained(run_dir, options)
     one = jax.tree_util.tree_map(lambda x: x[seed_index], state)
-    env, planner = agent.task_env, agent.planner
-    objective_params = (one.model_state, one.hparams.objective, None)
-
-    @jax.jit
-    def episode(key):
-        k_reset, k_plan = jax.random.split(key)
-        start = env.reset(k_reset)
-
-        def body(carry, k):
-            s, ps = carry
-            a, ps, _ = planner.plan(one.hparams.planner, objective_params, ps, s.obs, k)
-            ns = env.step(s, a)
-            return (ns, ps), (ns.physics.qpos, ns.obs, ns.reward, ns.done)
-
-        _, (qpos, obs, reward, done) = jax.lax.scan(
-            body, (start, planner.init(k_plan)),
-            jax.random.split(k_plan, env.default_episode_length))
-        return (jax.numpy.concatenate([start.physics.qpos[None], qpos]),
-                jax.numpy.concatenate([start.obs[None], obs]), reward, done)
-
-    return env, jax.device_get(episode(key))
+    env = agent.task_env
+    episode = mpc_episode(env, agent.planner, env.default_episode_length, one.hparams.planner,
+                          (one.model_state, one.hparams.objective, None), lambda s: s.obs)
+    q0, o0, (qpos, obs, reward, done) = jax.device_get(episode(key))
+    return env, (np.concatenate([q0[None], qpos]), np.concatenate([o0[None], obs]), reward,
+                 done)
 
 
 def gif() -> dict:

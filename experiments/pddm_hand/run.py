@@ -291,9 +291,14 @@ def report(task: str, runs: dict[str, Path], name: str, title: str) -> dict:
 
 
 # -- media --------------------------------------------------------------------------------
-def mpc_episode(env, planner, steps: int):
+def mpc_episode(env, planner, steps: int, params=None, objective_params=None,
+                observe=lambda s: s):
     """A jitted episode of ``planner`` acting on ``env`` (no auto-reset): returns the
-    first state's (qpos, obs) and per step (qpos, obs, reward, done)."""
+    first state's (qpos, obs) and per step (qpos, obs, reward, done). ``params``: the
+    planner's (default: its defaults); ``objective_params`` and ``observe`` (what the
+    planner sees of the env state: the state itself for the simulator objective,
+    ``lambda s: s.obs`` for a learned model) as in ``mbjax.planners.mpc``."""
+    params = planner.default_params if params is None else params
 
     @jax.jit
     def episode(key):
@@ -302,7 +307,7 @@ def mpc_episode(env, planner, steps: int):
 
         def body(carry, k):
             s, ps = carry
-            a, ps, _ = planner.plan(planner.default_params, None, ps, s, k)
+            a, ps, _ = planner.plan(params, objective_params, ps, observe(s), k)
             ns = env.step(s, a)
             return (ns, ps), (ns.physics.qpos, ns.obs, ns.reward, ns.done)
 
