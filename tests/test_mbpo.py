@@ -84,6 +84,39 @@ def test_branched_rollouts_lengths_and_termination_masks():
     assert np.asarray(valid2).sum(0).tolist() == [2, 2, 1, 2]
 
 
+def test_branched_rollouts_run_only_the_steps_of_the_current_k():
+    """The model is called k times (not max_length), fewer once every rollout ended, and
+    the valid rows do not depend on max_length (step t always uses the t-th key)."""
+    from jax.experimental import io_callback
+
+    calls = []
+
+    def counted_step(params, obs, action, key):
+        io_callback(lambda: calls.append(1), None, ordered=True)
+        next_obs = obs + 1.0 + jax.random.normal(key, obs.shape) * 0.01 + action
+        return next_obs, obs[:, 0], (next_obs[:, 0] >= 3.0).astype(jnp.float32)
+
+    policy = lambda obs, key: 0.01 * jax.random.normal(key, obs.shape)
+    roll = jax.jit(branched_rollouts, static_argnums=(0, 2, 6))
+    far = jnp.array([[-10.0], [-20.0]])  # never terminate within 15 steps
+    for k, max_length in ((1, 15), (4, 15), (15, 15)):
+        calls.clear()
+        jax.block_until_ready(roll(counted_step, None, policy, far, jax.random.PRNGKey(0),
+                                   jnp.int32(k), max_length))
+        assert len(calls) == k, (k, len(calls))
+    calls.clear()  # both rollouts terminate after 3 and 2 steps: the loop stops at 3
+    roll(counted_step, None, policy, jnp.array([[0.5], [1.5]]), jax.random.PRNGKey(0),
+         jnp.int32(10), 15)[1].block_until_ready()
+    assert len(calls) == 3
+    short = roll(counted_step, None, policy, far, jax.random.PRNGKey(3), jnp.int32(4), 6)
+    long = roll(counted_step, None, policy, far, jax.random.PRNGKey(3), jnp.int32(4), 15)
+    np.testing.assert_array_equal(np.asarray(long[1])[:4], True)
+    np.testing.assert_array_equal(np.asarray(long[1])[4:], False)
+    np.testing.assert_array_equal(np.asarray(short[0].next_obs)[:4],
+                                  np.asarray(long[0].next_obs)[:4])
+    assert np.all(np.asarray(long[0].next_obs)[4:] == 0.0)  # rows never run
+
+
 def test_elite_step_samples_one_elite_per_sample(key):
     model = EnsembleModel(2, 1, EnsembleConfig(num_members=3, num_elites=2,
                                                hidden_sizes=(8,), probabilistic=False,

@@ -305,35 +305,56 @@ def make_elite_step(model: DynamicsModel, reward_fn, termination_fn, known_next_
 
 def branched_rollouts(step, step_params, policy, obs0: Array, key: PRNGKey, length,
                       max_length: int) -> tuple[Transition, Array]:
-    """Rolls B start states [B, O] forward ``max_length`` (static) steps.
+    """Rolls B start states [B, O] forward up to ``length`` (<= ``max_length``) steps.
 
     ``policy(obs [B, O], key) -> action [B, A]``; ``step(step_params, obs, action, key) ->
     (next_obs, reward, done)`` (e.g. ``make_elite_step``). Step t of rollout b is valid iff
     t < ``length`` (may be traced), no earlier step of b terminated, and the prediction is
     finite; a terminating step itself is valid (it carries done = 1).
 
-    Returns (transitions with leaves [T, B, ...], valid bool [T, B]), T = max_length.
-    """
+    The work is that of the valid steps, not of ``max_length``: a ``lax.while_loop`` runs
+    step t only while t < ``length`` and some rollout is alive (MBPO's Hopper schedule has
+    k = 1 for 20 epochs with max_length 15). Step t uses the t-th of
+    ``jax.random.split(key, max_length)``, so a rollout does not depend on ``max_length``
+    or on when the loop stops. Under ``vmap`` with a batched ``length`` the loop runs the
+    largest one, masked per batch element.
 
-    def body(carry, xs):
-        obs, alive = carry
-        t, key = xs
-        key_act, key_step = jax.random.split(key)
+    Returns (transitions with leaves [T, B, ...], valid bool [T, B]), T = max_length; the
+    rows of steps that were not run are zeros and invalid.
+    """
+    b = obs0.shape[0]
+    keys = jax.random.split(key, max_length)
+    length = jnp.minimum(jnp.asarray(length, jnp.int32), max_length)
+
+    def one_step(obs, alive, t):
+        key_act, key_step = jax.random.split(keys[t])
         action = policy(obs, key_act)
         next_obs, reward, done = step(step_params, obs, action, key_step)
         finite = jnp.all(jnp.isfinite(next_obs), axis=-1) & jnp.isfinite(reward)
-        valid = alive & finite & (t < length)
+        valid = alive & finite
         tr = Transition(obs=obs, action=action, reward=jnp.where(finite, reward, 0.0),
                         next_obs=jnp.where(finite[:, None], next_obs, obs),
                         done=done, truncated=jnp.zeros_like(done))
         alive = valid & (done < 0.5)
-        obs = jnp.where(alive[:, None], tr.next_obs, obs)
-        return (obs, alive), (tr, valid)
+        return jnp.where(alive[:, None], tr.next_obs, obs), alive, tr, valid
 
-    b = obs0.shape[0]
-    keys = jax.random.split(key, max_length)
-    _, (transitions, valid) = jax.lax.scan(
-        body, (obs0, jnp.ones(b, bool)), (jnp.arange(max_length), keys))
+    # the output rows' shapes and dtypes, without running a step
+    tr_row, valid_row = jax.eval_shape(lambda o: one_step(o, jnp.ones(b, bool), 0)[2:], obs0)
+    out = jax.tree_util.tree_map(lambda x: jnp.zeros((max_length,) + x.shape, x.dtype),
+                                 (tr_row, valid_row))
+
+    def cond(carry):
+        t, _, alive, _ = carry
+        return (t < length) & jnp.any(alive)
+
+    def body(carry):
+        t, obs, alive, (trs, valids) = carry
+        obs, alive_next, tr, valid = one_step(obs, alive, t)
+        trs = jax.tree_util.tree_map(lambda buf, x: buf.at[t].set(x), trs, tr)
+        return t + 1, obs, alive_next, (trs, valids.at[t].set(valid))
+
+    _, _, _, (transitions, valid) = jax.lax.while_loop(
+        cond, body, (jnp.zeros((), jnp.int32), obs0, jnp.ones(b, bool), out))
     return transitions, valid
 
 
