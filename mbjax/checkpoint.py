@@ -407,6 +407,58 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, state: Any, metadat
     return path
 
 
+class BackgroundCheckpointer:
+    """``save_checkpoint`` on a background thread, one write at a time.
+
+    ``save(...)`` copies the state to host memory (numpy, so that buffers the next
+    iteration donates or overwrites cannot change what is written), then returns while a
+    worker thread writes it; the write is as atomic as a foreground one (a process killed
+    meanwhile leaves the previous checkpoints intact). The next ``save`` and ``wait``
+    first wait for the write in flight and re-raise its error, if any; ``close`` waits
+    and stops the thread. With ``enabled=False``, or when several processes save
+    together (their saves synchronise them), ``save`` writes in the foreground.
+
+    Use it as a context manager: leaving the block waits for the last write.
+    """
+
+    def __init__(self, enabled: bool = True):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.background = bool(enabled) and jax.process_count() == 1
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mbjax-checkpoint") \
+            if self.background else None
+        self._pending = None
+
+    def save(self, root: str | os.PathLike, iteration: int, state: Any, metadata: dict,
+             keep: int = KEEP_CHECKPOINTS, console=None) -> None:
+        self.wait()
+        if not self.background:
+            save_checkpoint(root, iteration, state, metadata, keep=keep, console=console)
+            return
+        host = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), state)
+        self._pending = self._pool.submit(save_checkpoint, root, iteration, host, metadata,
+                                          keep=keep, console=console)
+
+    def wait(self) -> None:
+        """Blocks until the write in flight (if any) is done; re-raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> BackgroundCheckpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def error_log_path(run_dir: str | os.PathLike) -> Path:
     """Where ``load_latest`` writes the details of failed attempts (one file per process)."""
     suffix = "" if is_primary() else f".process{jax.process_index()}"

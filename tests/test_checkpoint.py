@@ -101,3 +101,40 @@ def test_mjx_env_state_round_trip(tmp_path):
     loaded = checkpoint.load(tmp_path / "env", state)
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(loaded)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_background_checkpointer_returns_before_the_write_and_saves_a_copy(tmp_path,
+                                                                         monkeypatch):
+    """``save`` returns while the write is still blocked; what is written is the state at
+    the call (not the buffers changed afterwards); ``wait`` re-raises a failed write."""
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    real_save = checkpoint.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        started.set()
+        assert release.wait(30), "the test never released the write"
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", slow_save)
+    host = np.arange(6, dtype=np.float32)
+    state = {"x": host, "y": jnp.ones((2, 3))}
+    with checkpoint.BackgroundCheckpointer() as writer:
+        writer.save(tmp_path / "checkpoints", 1, state, {"run": "a"})
+        assert started.wait(30) and not (tmp_path / "checkpoints").exists()  # not written yet
+        host[:] = -1.0  # the caller reuses its buffer while the write waits
+        release.set()
+    loaded = checkpoint.load_latest(tmp_path, {"x": np.zeros(6, np.float32),
+                                               "y": jnp.zeros((2, 3))}, {"run": "a"})
+    np.testing.assert_array_equal(loaded["x"], np.arange(6, dtype=np.float32))
+    np.testing.assert_array_equal(loaded["y"], np.ones((2, 3)))
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real_save)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = checkpoint.BackgroundCheckpointer()
+    writer.save(blocker / "checkpoints", 1, state, {})  # returns; the write fails later
+    with pytest.raises(OSError):
+        writer.close()
+    assert not checkpoint.BackgroundCheckpointer(enabled=False).background

@@ -225,6 +225,21 @@ def test_resume_after_stop_equals_uninterrupted_with_seeds_vmapped(tmp_path):
     assert len(a) == 4 and a == b
     assert {r["seed"] for r in a} == {0, 1}
     assert a[0]["return_mean"] != a[1]["return_mean"]  # the seeds differ
+    # Without the model buffer in checkpoints (no model_buffer leaves): the resumed run
+    # refills an empty model buffer, so only its first iteration equals the full run's.
+    run(dataclasses.replace(cfg, run_name="lean", checkpoint_model_buffer=False), stop_after=1)
+    full_ckpt, lean_ckpt = (tmp_path / n / "checkpoints" / "iter_000001" for n in ("full", "lean"))
+    from mbjax.checkpoint import read_metadata
+
+    leaves = [set(read_metadata(d)["schema"]) for d in (full_ckpt, lean_ckpt)]
+    assert any("model_buffer" in k for k in leaves[0])
+    assert not any("model_buffer" in k for k in leaves[1]) and leaves[1] < leaves[0]
+    run(None, resume=tmp_path / "lean")
+    c = _metrics_without_time(read_metrics(tmp_path / "lean"))
+    assert c[:2] == a[:2] and len(c) == 4
+    full_size = [r["rollout/model_buffer_size"] for r in a[2:]]
+    lean_size = [r["rollout/model_buffer_size"] for r in c[2:]]
+    assert all(x < y for x, y in zip(lean_size, full_size)), (lean_size, full_size)
 
 
 def test_presets_round_trip_and_cli():

@@ -285,6 +285,11 @@ class RunConfig:
     """Run directory name under out_dir; empty = <preset>-<env>-seed<seed>."""
     checkpoint_every: int = 1
     """Save a checkpoint every this many iterations (0 = only at the end)."""
+    checkpoint_async: bool = True
+    """Write checkpoints on a background thread: the run waits for the state's copy to host
+    memory, not for the write, which overlaps the next iteration (one write at a time;
+    the last is awaited before the run returns). Multi-process runs always write in the
+    foreground (their saves synchronise the processes)."""
     wandb: WandbConfig = WandbConfig()
     devices: int = 1
     """Devices the run is spread over (0 = all; of every process under multi-host)."""
@@ -314,7 +319,8 @@ class RunConfig:
 
 # Fields that change how a run is computed, not what it computes: a checkpoint may be
 # resumed with other values (e.g. on a machine with another number of devices).
-RUNTIME_FIELDS = ("devices", "data_parallel", "distributed", "check_memory")
+RUNTIME_FIELDS = ("devices", "data_parallel", "distributed", "check_memory",
+                  "checkpoint_async")
 
 
 # ---------------------------------------------------------------------------------------

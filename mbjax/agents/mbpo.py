@@ -103,6 +103,11 @@ class MBPOConfig(RunConfig):
     """Fraction of real transitions in each SAC batch (the rest: model rollouts); traced."""
     model_retain_iterations: int = 1
     """Sample model data only from the rollouts of the newest this many iterations."""
+    checkpoint_model_buffer: bool = True
+    """Keep the model buffer (the branched rollouts, regenerable from the model and the
+    real data) in checkpoints. Off: checkpoints are smaller (MBPO-Hopper: the model buffer
+    is most of the state) and a resumed run starts from an empty model buffer, which the
+    next refit refills, so it no longer equals the uninterrupted run exactly."""
     buffer_capacity: int = 1_000_000
     """Real transitions kept."""
     eval_envs: int = 5
@@ -395,6 +400,7 @@ class MBPOAgent(NamedTuple):
     config: MBPOConfig
     max_rollout_length: int
     episode_length: int
+    checkpoint_leaves_out: tuple[str, ...] = ()  # MBPOState fields not in checkpoints
 
 
 def mix_batches(real, model, real_ratio, batch_size: int):
@@ -650,7 +656,9 @@ def make_mbpo_agent(config: MBPOConfig, task_env: envs.Env | None = None) -> MBP
                      default_hparams=default_hparams, env=env,
                      eval_env=eval_env, task_env=task.env, model=model, sac=sac,
                      planner=planner, config=cfg, max_rollout_length=max_k,
-                     episode_length=L)
+                     episode_length=L,
+                     checkpoint_leaves_out=() if cfg.checkpoint_model_buffer
+                     or not cfg.model_based else ("model_buffer",))
 
 
 base.register_agent(MBPOConfig, make_mbpo_agent, mbpo_traced_fields)

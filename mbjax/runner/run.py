@@ -46,7 +46,7 @@ from mbjax.agents import (
     make_task,
     upgrade_legacy_config,
 )
-from mbjax.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from mbjax.checkpoint import BackgroundCheckpointer, list_checkpoints, load_latest
 from mbjax.models.training import raise_if_failed
 from mbjax.rundir import RunDirLock, check_fresh_run_dir
 from mbjax.sharding import jit_over_seeds, place, seed_sharding, vmap_over_seeds
@@ -61,6 +61,23 @@ def _mesh_text(mesh) -> str:
 def comparable_config(config: RunConfig) -> dict:
     """The config as a dict without ``RUNTIME_FIELDS`` (what checkpoints must match)."""
     return {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+
+
+def checkpoint_tree(agent, state):
+    """What a run's checkpoint holds: the agent's state without the fields the agent
+    regenerates (``agent.checkpoint_leaves_out``, e.g. MBPO's model buffer when
+    ``checkpoint_model_buffer`` is off); those are stored as None."""
+    fields = tuple(getattr(agent, "checkpoint_leaves_out", ()))
+    return state.replace(**dict.fromkeys(fields)) if fields else state
+
+
+def state_from_checkpoint(agent, saved, template):
+    """Inverse of ``checkpoint_tree``: the left-out fields filled with zeros shaped like
+    ``template``'s (for a buffer state: an empty buffer)."""
+    fields = tuple(getattr(agent, "checkpoint_leaves_out", ()))
+    zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
+    return saved.replace(**{f: jax.tree_util.tree_map(zeros, getattr(template, f))
+                            for f in fields}) if fields else saved
 
 
 def config_from_dict(d: dict) -> RunConfig:
@@ -301,7 +318,8 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
                    MEMORY_ADVICE)
     step = compiled["train_iteration"]
     if resuming:
-        state = place(load_latest(run_dir, template, metadata, console), sharding)
+        saved = load_latest(run_dir, checkpoint_tree(agent, template), metadata, console)
+        state = place(state_from_checkpoint(agent, saved, template), sharding)
         start = int(dist.gather(state.iteration)[0])
         console.print(f"resumed {run_dir} at iteration {start}")
     else:
@@ -318,7 +336,8 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
                   + f" -> {run_dir}")
     end = config.num_iterations if stop_after is None else min(config.num_iterations,
                                                                  start + stop_after)
-    host_loop(config, run_dir, step, state, metadata, seeds, labels, start, end, console)
+    host_loop(config, run_dir, step, state, metadata, seeds, labels, start, end, console,
+              keep=lambda st: checkpoint_tree(agent, st))
     dist.sync("mbjax-run-end")  # process 0 has written every metric line
     all_rows = read_metrics(run_dir)
     summary = _summarise(config, all_rows, time.perf_counter() - t0, run_dir)
@@ -333,8 +352,9 @@ def train_in(config: RunConfig, run_dir: Path, resume: bool, console,
 
 
 def host_loop(config: RunConfig, run_dir: Path, step, state, metadata: dict, seeds: list,
-              labels: list, start: int, end: int, console) -> None:
-    """Iterations ``start`` .. ``end``: step, metric rows (jsonl, wandb), checkpoints."""
+              labels: list, start: int, end: int, console, keep=lambda state: state) -> None:
+    """Iterations ``start`` .. ``end``: step, metric rows (jsonl, wandb), checkpoints of
+    ``keep(state)``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     primary = dist.is_primary()
@@ -343,7 +363,8 @@ def host_loop(config: RunConfig, run_dir: Path, step, state, metadata: dict, see
                         TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                         TextColumn("{task.fields[status]}"), console=console)
     log_path = run_dir / "metrics.jsonl" if primary else Path(os.devnull)
-    with progress, log_path.open("a") as log:
+    writer = BackgroundCheckpointer(config.checkpoint_async)
+    with writer, progress, log_path.open("a") as log:
         task = progress.add_task("iterations", total=config.num_iterations, completed=start,
                                  status="")
         for it in range(start, end):
@@ -366,8 +387,8 @@ def host_loop(config: RunConfig, run_dir: Path, step, state, metadata: dict, see
                        step=rows[0]["env_steps"])
             last = it + 1 == config.num_iterations
             if last or (config.checkpoint_every and (it + 1) % config.checkpoint_every == 0):
-                save_checkpoint(run_dir / "checkpoints", it + 1, state, metadata,
-                                console=console)
+                writer.save(run_dir / "checkpoints", it + 1, keep(state), metadata,
+                            console=console)
     if wb is not None:  # the sweep metric (return_last_mean) and the rest of the table
         summary = _summarise(config, read_metrics(run_dir), 0.0, run_dir)
         wb.summary.update({k: v for k, v in summary.items()
@@ -447,8 +468,9 @@ def load_trained(run_dir: str | Path, env_options: str | None = None, console=No
     trainer = make_agent(eval_config)
     keys = jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
     template = jax.eval_shape(jax.vmap(trainer.init), keys)
-    state = load_latest(run_dir, template, {"config": comparable_config(config)}, console)
-    return eval_config, trainer, state
+    saved = load_latest(run_dir, checkpoint_tree(trainer, template),
+                        {"config": comparable_config(config)}, console)
+    return eval_config, trainer, state_from_checkpoint(trainer, saved, template)
 
 
 def evaluate(run_dir: str | Path, seed: int = 1234, console=None,
