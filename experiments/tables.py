@@ -670,6 +670,22 @@ def cube_hold_still(d: dict, f: str) -> str:
                                     code=f"`{d['code']}`")])
 
 
+@table_of("pddm_hand/README.md", "cube-scene-variants",
+          f"{HAND_RESULTS}/cube-scene-variants.json")
+def cube_scene_variants(d: dict, f: str) -> str:
+    """MJX hold-still drops of the cube per scene variant (solver iterations, cube, cone)."""
+    rows = [[str(v["iterations"]), v["cube"], v["cone"],
+             f"{round(v['dropped_fraction'] * d['episodes'])} of {d['episodes']}",
+             num(v["lowest_centre_m"] * 1000, ".0f")] for v in d["variants"]]
+    header = ["Newton iterations", "cube geometry", "friction cone", "starts that drop the cube",
+              "lowest cube centre (mm)"]
+    return "\n".join(md_table(header, rows) + [
+        "", f"The still hand (a = 0) on MJX, {d['episodes']} starts × {d['control_steps']} "
+        "control steps; the palm's top is at 211 mm, a resting cube's centre ~231 mm, the "
+        "floor-level cube's 22 mm.", "",
+        source("pddm_hand", f, machine_text=machine(d["machine"]), code=f"`{d['code']}`")])
+
+
 BAODING_TURN_RUN = f"{HAND_RESULTS}/pddm-hand-baoding-turn-cpu"
 
 

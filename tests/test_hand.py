@@ -259,8 +259,8 @@ def test_baoding_balls_stay_on_the_still_hand():
 def test_cube_stays_on_the_still_hand():
     """MJX physics of the cube scene: from the env's own random starts, a hand holding its
     a = 0 pose keeps the cube resting on the palm for a whole 100-step episode. With the
-    hand's 2 solver iterations (cube.xml now asks for 4) MJX lost it in 11 of 16 starts;
-    native MuJoCo kept all 16 (experiments/pddm_hand/cube_scene.py)."""
+    hand's 2 solver iterations (cube.xml asks for 4) MJX lost it from most starts (6 of
+    these 8); native MuJoCo keeps it (experiments/pddm_hand/cube_scene.py)."""
     env = envs.make("hand_cube")
     assert env.mjx_model.opt.iterations == 4
 
